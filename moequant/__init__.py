@@ -1,0 +1,3 @@
+"""MoEQuant: post-training quantization for Mixture-of-Experts language models."""
+
+__version__ = "0.1.0"

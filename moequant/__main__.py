@@ -1,0 +1,3 @@
+from moequant.cli import main
+
+raise SystemExit(main())
