@@ -22,3 +22,29 @@ def _seed() -> None:
 
 def cuda_only() -> pytest.MarkDecorator:
     return pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+LAYOUTS = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "olmoe", "deepseek_remote")
+"""Six fused transformers families plus the per-expert ModuleList layout of remote-code DeepSeek-MoE."""
+
+
+@pytest.fixture(scope="session")
+def remote_deepseek_dir(tmp_path_factory: pytest.TempPathFactory):
+    from tests.fixtures.remote_model import write_remote_deepseek
+
+    return write_remote_deepseek(tmp_path_factory.mktemp("remote_deepseek"))
+
+
+@pytest.fixture
+def make_tiny(remote_deepseek_dir):
+    """Build a tiny seeded model of any layout in LAYOUTS."""
+    from moequant.models.loading import load_model
+    from moequant.models.synthetic import randomize_, tiny_model
+
+    def build(layout: str, seed: int = 0, dtype: torch.dtype = torch.float32):
+        if layout == "deepseek_remote":
+            model = load_model(str(remote_deepseek_dir), dtype=dtype, trust_remote_code=True)
+            return randomize_(model, seed) if seed else model
+        return tiny_model(layout, seed=seed, dtype=dtype)
+
+    return build
