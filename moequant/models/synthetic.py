@@ -129,3 +129,86 @@ def tiny_model(family: str, seed: int = 0, dtype: torch.dtype = torch.float32, *
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return randomize_(model, seed).eval()
+
+
+PAPER_SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "mixtral-8x7b": (
+        "mixtral",
+        dict(
+            vocab_size=32000,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            num_local_experts=8,
+            num_experts_per_tok=2,
+            max_position_embeddings=32768,
+        ),
+    ),
+    "deepseek-moe-16b": (
+        "deepseek_v2",
+        dict(
+            vocab_size=102400,
+            hidden_size=2048,
+            intermediate_size=10944,
+            moe_intermediate_size=1408,
+            num_hidden_layers=28,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            n_routed_experts=64,
+            n_shared_experts=2,
+            num_experts_per_tok=6,
+            first_k_dense_replace=1,
+            n_group=1,
+            topk_group=1,
+            topk_method="greedy",
+            routed_scaling_factor=1.0,
+            q_lora_rank=None,
+            kv_lora_rank=512,
+            qk_rope_head_dim=64,
+            qk_nope_head_dim=64,
+            v_head_dim=128,
+            max_position_embeddings=4096,
+        ),
+    ),
+    "qwen1.5-moe-a2.7b": (
+        "qwen2_moe",
+        dict(
+            vocab_size=151936,
+            hidden_size=2048,
+            intermediate_size=5632,
+            moe_intermediate_size=1408,
+            shared_expert_intermediate_size=5632,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            num_experts=60,
+            num_experts_per_tok=4,
+            norm_topk_prob=False,
+            decoder_sparse_step=1,
+            mlp_only_layers=[],
+            max_position_embeddings=8192,
+        ),
+    ),
+}
+"""Published sizes of the paper's three models. DeepSeek-MoE-16B's attention is plain
+multi-head attention; it is approximated by DeepSeek-V2's class with a wide KV rank so the
+MoE part (64 experts of 1408, 2 shared, top-6, dense first layer) has its real shape."""
+
+
+def paper_shape_model(name: str, num_layers: int = 2, seed: int = 0, dtype: torch.dtype = torch.float32, **overrides: Any):
+    """The real shape of one of the paper's models with `num_layers` decoder layers of random weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if name not in PAPER_SHAPES:
+        raise UsageError(f"unknown paper shape {name!r}; available: {', '.join(PAPER_SHAPES)}")
+    family, values = PAPER_SHAPES[name]
+    config = AutoConfig.for_model(family, **{**values, "num_hidden_layers": num_layers, **overrides})
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def full_layer_count(name: str) -> int:
+    return int(PAPER_SHAPES[name][1]["num_hidden_layers"])
