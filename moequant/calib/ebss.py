@@ -1,0 +1,159 @@
+"""EBSS: expert-balanced self-sampling (SPEC §2), batched over samples × beams with a KV cache.
+
+Each partial sequence S of length l costs −(1/(l−1))·Σ log P(S_i | S_<i) + σ(S)/τ, the sum
+running over the predicted tokens (the first token is drawn, not predicted). Extending a
+parent by token v uses the parent's σ (deferred imbalance), so within a parent the cost is
+monotone in log P(v): the global w cheapest candidates are among each parent's top-w
+tokens, and w×w candidates per step give exactly the answer of scoring w×|V|.
+
+Per-beam expert counts grow by the routing of each newly appended token, observed with
+`capture_routing` during the cached one-token forward; the prefix is never re-run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from moequant.calib.balance import routed_counts, sigma
+from moequant.calib.config import GREEDY_TOKENS
+from moequant.calib.measure import model_device
+from moequant.errors import require
+from moequant.models.base import ModelAdapter
+from moequant.models.routing import capture_routing
+
+
+@dataclass
+class EbssResult:
+    input_ids: torch.Tensor
+    """[nsamples, seqlen] the chosen sequence of each sample."""
+    logprob_sum: torch.Tensor
+    """[nsamples] float64 sum of log P over the predicted tokens."""
+    counts: torch.Tensor
+    """[nsamples, moe_layers, E] routing counts of every token of each sequence."""
+
+    @property
+    def mean_logprob(self) -> torch.Tensor:
+        return self.logprob_sum / (self.input_ids.shape[1] - 1)
+
+
+def first_tokens(allowed: torch.Tensor, nsamples: int, seed: int, enumerate_ids: bool = False) -> torch.Tensor:
+    """Seeded uniform draws from the allowed ids, or the allowed ids in order (the released data's scheme)."""
+    candidates = allowed.nonzero().squeeze(1)
+    if enumerate_ids:
+        picks = torch.arange(nsamples) % candidates.numel()
+    else:
+        picks = torch.randint(candidates.numel(), (nsamples,), generator=torch.Generator().manual_seed(seed))
+    return candidates[picks]
+
+
+def beam_cost(logprob_sum: torch.Tensor, predicted: int, parent_sigma: torch.Tensor, tau: float) -> torch.Tensor:
+    """The search cost; shared with the reference search so both rank with identical arithmetic."""
+    return -logprob_sum / predicted + parent_sigma / tau
+
+
+def check_search(allowed: torch.Tensor, width: int, seqlen: int, max_positions: int | None) -> None:
+    require(
+        int(allowed.sum()) >= width,
+        f"beam width {width} exceeds the {int(allowed.sum())} non-special tokens of the vocabulary",
+    )
+    require(
+        max_positions is None or seqlen <= max_positions,
+        f"seqlen {seqlen} exceeds the model's maximum positions ({max_positions})",
+    )
+
+
+class _Decoder:
+    """One-token cached forwards of a fixed set of rows, returning log-probs and routing counts."""
+
+    def __init__(self, adapter: ModelAdapter, rows: int) -> None:
+        from transformers import DynamicCache
+
+        self.adapter = adapter
+        self.rows = rows
+        self.device = model_device(adapter)
+        self.indices = [layer.index for layer in adapter.moe_layers]
+        self.cache = DynamicCache(config=adapter.model.config)
+
+    def step(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with capture_routing(self.adapter) as records:
+            out = self.adapter.model(
+                input_ids=tokens.to(self.device).unsqueeze(1), past_key_values=self.cache, use_cache=True
+            )
+        self.cache = out.past_key_values
+        logprobs = torch.log_softmax(out.logits[:, -1].to(torch.float64), dim=-1)
+        return logprobs, routed_counts(records, self.indices, self.rows, self.adapter.num_experts)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.cache.reorder_cache(rows.to(self.device))
+
+
+@torch.no_grad()
+def _search_batch(
+    adapter: ModelAdapter, first: torch.Tensor, allowed: torch.Tensor, seqlen: int, tau: float, width: int, bar: tqdm
+) -> EbssResult:
+    samples = first.numel()
+    rows = samples * width
+    decoder = _Decoder(adapter, rows)
+    banned = ~allowed.to(decoder.device)
+    offsets = (torch.arange(samples) * width).repeat_interleave(width)
+    tokens = first.repeat_interleave(width).unsqueeze(1)
+    logprob_sum = torch.zeros(rows, dtype=torch.float64)
+    # Beams start as copies of one sequence; only the first is live until the search branches.
+    alive = (torch.arange(rows) % width) == 0
+    logprobs, counts = decoder.step(tokens[:, -1])
+    for step in range(seqlen - 1):
+        scores = logprobs.masked_fill(banned, -math.inf).cpu()
+        if step < GREEDY_TOKENS:
+            chosen_lp, chosen = scores.max(dim=-1)
+            parents = torch.arange(rows)
+        else:
+            top_lp, top_ids = scores.topk(width, dim=-1)
+            cost = beam_cost(logprob_sum.unsqueeze(1) + top_lp, tokens.shape[1], sigma(counts).unsqueeze(1), tau)
+            cost = cost.masked_fill(~alive.unsqueeze(1), math.inf).reshape(samples, width * width)
+            best_cost, best = cost.topk(width, dim=-1, largest=False, sorted=True)
+            best = best.reshape(-1)
+            parents = offsets + best // width
+            chosen_lp = top_lp.reshape(-1, width * width)[offsets // width, best]
+            chosen = top_ids.reshape(-1, width * width)[offsets // width, best]
+            alive = best_cost.reshape(-1).isfinite()
+            decoder.reorder(parents)
+        tokens = torch.cat([tokens[parents], chosen.unsqueeze(1)], dim=1)
+        logprob_sum = logprob_sum[parents] + chosen_lp
+        logprobs, new_counts = decoder.step(chosen)
+        counts = counts[parents] + new_counts
+        bar.update(1)
+    final = beam_cost(logprob_sum, seqlen - 1, sigma(counts), tau).masked_fill(~alive, math.inf)
+    pick = offsets[::width] + final.reshape(samples, width).argmin(dim=-1)
+    return EbssResult(tokens[pick], logprob_sum[pick], counts[pick])
+
+
+def ebss_generate(
+    adapter: ModelAdapter,
+    first: torch.Tensor,
+    allowed: torch.Tensor,
+    seqlen: int,
+    tau: float = 1.2,
+    width: int = 4,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> EbssResult:
+    """One EBSS sequence per entry of `first` (its first token), `batch_size` samples per batch.
+
+    The final sequence of each sample is its live beam of lowest cost, where σ is now the
+    sequence's own (its last token has been routed), no longer the parent's.
+    """
+    check_search(allowed, width, seqlen, getattr(adapter.model.config, "max_position_embeddings", None))
+    batches = first.split(batch_size)
+    results = []
+    with tqdm(total=len(batches) * (seqlen - 1), desc="EBSS", unit="step", disable=not progress) as bar:
+        for batch in batches:
+            results.append(_search_batch(adapter, batch, allowed, seqlen, tau, width, bar))
+    return EbssResult(
+        torch.cat([r.input_ids for r in results]),
+        torch.cat([r.logprob_sum for r in results]),
+        torch.cat([r.counts for r in results]),
+    )
