@@ -1,0 +1,82 @@
+"""lm-eval on the in-memory model: local tasks, model directories and quantized checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moequant.cli import main
+from moequant.eval.config import LocalTaskConfig, PerplexityConfig, TaskConfig
+from moequant.eval.lm_eval_bridge import prepare_tasks, run_tasks
+from moequant.eval.local_tasks import write_local_tasks
+from moequant.eval.perplexity import measure_perplexity
+
+LEAVES = [f"demo_{kind}_{domain}" for kind in ("next", "cloze") for domain in ("code", "math", "prose")]
+LIMIT = "4"
+
+
+@pytest.fixture(scope="module")
+def task_dir(held_out_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tasks") / "demo-tasks"
+    write_local_tasks(held_out_dir, out, LocalTaskConfig(docs_per_task=6))
+    return out
+
+
+@pytest.fixture(scope="module")
+def in_memory(model, tokenizer, task_dir):
+    config = TaskConfig(tasks=["demo"], include_path=str(task_dir), limit=float(LIMIT))
+    return run_tasks(model, tokenizer, prepare_tasks(config), config)
+
+
+def _eval_tasks(model_spec, task_dir, out, *extra) -> dict:
+    argv = ["eval-tasks", "--model", str(model_spec), "--tasks", "demo", "--include-path", str(task_dir)]
+    assert main([*argv, "--limit", LIMIT, "--device", "cpu", "--out", str(out), *extra]) == 0
+    return json.loads(out.read_text())
+
+
+def test_local_group_runs_on_the_in_memory_model(in_memory) -> None:
+    results = in_memory["results"]
+    for name in LEAVES:
+        assert 0.0 <= results[name]["acc,none"] <= 1.0
+        assert in_memory["n-samples"][name]["effective"] == int(LIMIT)
+        assert in_memory["n-shot"][name] == 0
+    leaf_mean = sum(results[name]["acc,none"] for name in LEAVES) / len(LEAVES)
+    assert in_memory["avg"] == pytest.approx(leaf_mean) == pytest.approx(results["demo"]["acc,none"])
+    assert in_memory["summary"]["demo"] == in_memory["avg"]
+
+
+def test_few_shot_draws_from_the_validation_split(model, tokenizer, task_dir) -> None:
+    config = TaskConfig(tasks=["demo_next_prose"], include_path=str(task_dir), num_fewshot=1, limit=2)
+    output = run_tasks(model, tokenizer, prepare_tasks(config), config)
+    assert output["n-shot"]["demo_next_prose"] == 1
+    assert output["runs"] == [{"tasks": ["demo_next_prose"], "num_fewshot": 1, "config": output["runs"][0]["config"]}]
+
+
+def test_an_unquantized_model_directory_evaluates_identically(model, tokenizer, model_dir, task_dir, text_file, in_memory, tmp_path) -> None:
+    written = _eval_tasks(model_dir, task_dir, tmp_path / "tasks.json")
+    assert written["results"] == in_memory["results"]
+    assert written["model"]["quantized_checkpoint"] is False and written["lm_eval_version"]
+    ppl_out = tmp_path / "ppl.json"
+    argv = ["eval-ppl", "--model", str(model_dir), "--dataset", f"text:{text_file}", "--seqlen", "32"]
+    assert main([*argv, "--max-windows", "5", "--device", "cpu", "--no-progress", "--out", str(ppl_out)]) == 0
+    measured = json.loads(ppl_out.read_text())
+    expected = measure_perplexity(model, tokenizer, PerplexityConfig(f"text:{text_file}", seqlen=32, max_windows=5), progress=False)
+    assert measured["ppl"] == expected["ppl"] and measured["windows_sha256"] == expected["windows_sha256"]
+    assert measured["config"]["seqlen"] == 32 and measured["moequant_version"]
+
+
+def test_a_local_task_runs_on_a_quantized_checkpoint_directory(model_dir, task_dir, text_file, tmp_path) -> None:
+    pytest.importorskip("moequant.quant.checkpoint")
+    checkpoint = tmp_path / "rtn-w3"
+    argv = ["quantize", "--model", str(model_dir), "--algo", "rtn", "--wbits", "3", "--device", "cpu"]
+    assert main([*argv, "--out", str(checkpoint)]) == 0
+    written = _eval_tasks(checkpoint, task_dir, tmp_path / "tasks.json")
+    assert written["model"]["quantized_checkpoint"] is True
+    assert set(LEAVES) <= set(written["summary"]) and written["avg"] is not None
+    ppl_out = tmp_path / "ppl.json"
+    argv = ["eval-ppl", "--model", str(checkpoint), "--reference", str(model_dir), "--dataset", f"text:{text_file}"]
+    assert main([*argv, "--seqlen", "32", "--max-windows", "4", "--device", "cpu", "--no-progress", "--out", str(ppl_out)]) == 0
+    measured = json.loads(ppl_out.read_text())
+    assert measured["kld"] > 0 and measured["top1_agree"] < 1
+    assert measured["reference"]["quantized_checkpoint"] is False
