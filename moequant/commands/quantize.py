@@ -1,0 +1,140 @@
+"""`moequant quantize`: weight-only quantization of a MoE model into a checkpoint directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from moequant.artifacts import file_sha256
+from moequant.errors import UsageError
+
+NAME = "quantize"
+HELP = "quantize a MoE model's decoder weights (RTN, GPTQ, AGQ-GPTQ, ...) into a checkpoint directory"
+
+SOURCE_METADATA = ("rotation.json",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="Hugging Face id, model directory or quantized checkpoint")
+    parser.add_argument("--algo", required=True, help="quantization algorithm (rtn, gptq, agq, ...)")
+    parser.add_argument("--wbits", type=int, required=True, help="weight bits, 2-8")
+    parser.add_argument("--groupsize", type=int, default=-1, help="columns per scale group; -1 = per output channel")
+    parser.add_argument("--asym", action="store_true", help="asymmetric grid (stores zero points)")
+    parser.add_argument("--no-clip", dest="clip", action="store_false", help="skip the MSE clip search")
+    parser.add_argument("--act-order", action="store_true", help="GPTQ: quantize columns by decreasing diag(H)")
+    parser.add_argument("--damp", type=float, default=0.01, help="GPTQ damping as a fraction of mean(diag H)")
+    parser.add_argument("--blocksize", type=int, default=128, help="GPTQ lazy-update block size")
+    parser.add_argument("--calib", help="calibration JSONL (moequant calibrate); required by gptq/agq")
+    parser.add_argument("--nsamples", type=int, help="use only the first N calibration samples")
+    router = parser.add_mutually_exclusive_group()
+    router.add_argument("--quantize-router", dest="quantize_router", action="store_true", default=True,
+                        help="quantize the router and shared-expert gate (default, as in the paper)")
+    router.add_argument("--keep-router-fp", dest="quantize_router", action="store_false",
+                        help="keep the router and shared-expert gate in floating point")
+    parser.add_argument("--agq-weight", choices=("c", "c2"), default="c", help="AGQ token weight: c (default) or c²")
+    parser.add_argument("--agq-projections", default="gate,up,down",
+                        help="expert projections whose Hessian AGQ weights (e.g. up,down = gate off)")
+    parser.add_argument("--min-tokens", type=int, default=1, help="experts with fewer routed tokens fall back to RTN")
+    parser.add_argument("--hessian-dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--batch-size", type=int, default=16, help="calibration samples per forward")
+    parser.add_argument("--dtype", default="float32", help="dtype to load and quantize the model in")
+    parser.add_argument("--device", default="auto", help="compute device for the layer being quantized")
+    parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument("--out", required=True, help="checkpoint directory to write")
+
+
+def _source_metadata(model: str) -> dict[str, object]:
+    root = Path(model).expanduser()
+    found = {}
+    for name in SOURCE_METADATA:
+        path = root / name
+        if path.is_file():
+            found[name.removesuffix(".json")] = json.loads(path.read_text())
+    return found
+
+
+def _check_shapes(args: argparse.Namespace, config) -> None:
+    """Reject a group size that does not tile the model before any weight is read."""
+    from transformers import AutoModelForCausalLM
+
+    from moequant.models import adapt
+    from moequant.models.loading import load_config
+    from moequant.quant.driver import check_groupsize
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(
+            load_config(args.model, args.trust_remote_code), trust_remote_code=args.trust_remote_code
+        )
+    check_groupsize(adapt(skeleton), config)
+
+
+def run(args: argparse.Namespace) -> int:
+    from moequant.calib.records import read_calibration
+    from moequant.models.loading import load_model, load_tokenizer
+    from moequant.quant.checkpoint import save_quantized
+    from moequant.quant.config import QuantConfig
+    from moequant.quant.registry import get
+    from moequant.runtime import resolve_dtype
+
+    config = QuantConfig(
+        algo=args.algo,
+        wbits=args.wbits,
+        groupsize=args.groupsize,
+        sym=not args.asym,
+        clip=args.clip,
+        damp=args.damp,
+        blocksize=args.blocksize,
+        act_order=args.act_order,
+        agq_weight=args.agq_weight,
+        agq_projections=tuple(p for p in args.agq_projections.split(",") if p),
+        quantize_router=args.quantize_router,
+        min_tokens=args.min_tokens,
+        hessian_dtype=args.hessian_dtype,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    algorithm = get(config.algo)
+    if algorithm.needs_calibration and not args.calib:
+        raise UsageError(f"--algo {config.algo} needs calibration data: pass --calib FILE.jsonl")
+    if args.nsamples is not None and args.nsamples < 1:
+        raise UsageError(f"--nsamples must be at least 1, got {args.nsamples}")
+    _check_shapes(args, config)
+    tokenizer = load_tokenizer(args.model, args.trust_remote_code)
+    calib, calibration = None, None
+    if args.calib:
+        calib, summary = read_calibration(args.calib, tokenizer)
+        calib = calib[: args.nsamples] if args.nsamples else calib
+        calibration = {
+            "path": str(args.calib),
+            "sha256": file_sha256(args.calib),
+            "nsamples": int(calib.shape[0]),
+            "seqlen": int(calib.shape[1]),
+            "source": summary.get("source"),
+        }
+    model = load_model(args.model, dtype=resolve_dtype(args.dtype), trust_remote_code=args.trust_remote_code)
+    started = time.time()
+    result = algorithm.quantize(model, calib, config)
+    metadata = {
+        "method": config.algo,
+        "wbits": config.wbits,
+        "groupsize": config.groupsize,
+        "sym": config.sym,
+        "clip": config.clip,
+        "damp": config.damp,
+        "config": config.to_dict(),
+        "calibration": calibration,
+        "source_model": args.model,
+        "source": _source_metadata(args.model),
+        "trust_remote_code": args.trust_remote_code,
+        "seconds": round(time.time() - started, 3),
+        "torch_version": torch.__version__,
+    }
+    save_quantized(args.out, model, result, metadata, tokenizer)
+    summary = result.summary()
+    print(f"quantized {summary['weights']} weights with {config.algo} w{config.wbits} → {args.out} "
+          f"(fallbacks: {summary['fallbacks'] or 'none'})")
+    return 0

@@ -1,0 +1,1 @@
+"""Weight quantization of MoE models: grid, RTN, GPTQ/AGQ, layer streaming, checkpoints."""

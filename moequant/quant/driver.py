@@ -1,0 +1,175 @@
+"""Layer streaming: the calibration batch flows through the model one decoder layer at a time.
+
+Only the decoder layer being quantized sits on the compute device; the rest of the model
+stays where it was loaded (CPU), so the model is never held twice. The layer-0 inputs are
+captured once by a hook that raises after recording what the model passes to the first
+layer; after a layer is quantized its outputs become the next layer's inputs, so every
+layer is calibrated on what the already-quantized layers below it produce.
+
+An algorithm supplies `quantize_layer(ctx)`; it runs the calibration batch through the
+layer as often as it has stages (`ctx.each_batch`), each run stopping as soon as the
+modules it listens to have seen their inputs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from moequant.models import DecoderLayer, ModelAdapter, adapt
+from moequant.quant.config import QuantConfig
+from moequant.quant.hessian import check_finite_activations
+from moequant.quant.report import QuantResult
+from moequant.quant.targets import LayerTargets, model_targets
+from moequant.runtime import resolve_device
+
+
+class _Stop(Exception):
+    """Raised from a hook once everything a stage needs from the forward pass is recorded."""
+
+
+@dataclass
+class LayerContext:
+    layer: DecoderLayer
+    targets: LayerTargets
+    config: QuantConfig
+    device: torch.device
+    result: QuantResult
+    inputs: list[torch.Tensor]
+    kwargs: list[dict[str, Any]]
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def where(self, module: str) -> str:
+        return f"layer {self.layer.index} module {module}"
+
+    @torch.no_grad()
+    def each_batch(self, modules: dict[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
+        """For each calibration micro-batch, the inputs the named modules receive in the layer's forward.
+
+        The forward stops once every named module has been called, so a stage pays only
+        for the part of the layer it needs.
+        """
+        for hidden, kwargs in zip(self.inputs, self.kwargs):
+            seen: dict[str, torch.Tensor] = {}
+            handles = []
+            for name, module in modules.items():
+
+                def hook(_module, args, kw, name=name):
+                    x = args[0] if args else next(iter(kw.values()))
+                    check_finite_activations(x, self.where(name))
+                    seen[name] = x
+                    if len(seen) == len(modules):
+                        raise _Stop
+
+                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+            try:
+                self.layer.module(hidden, **kwargs)
+            except _Stop:
+                pass
+            finally:
+                for handle in handles:
+                    handle.remove()
+            missing = sorted(set(modules) - set(seen))
+            if missing:
+                raise RuntimeError(f"{self.where(', '.join(missing))}: never called in the layer's forward")
+            yield seen
+
+    @torch.no_grad()
+    def outputs(self) -> list[torch.Tensor]:
+        outs = []
+        for hidden, kwargs in zip(self.inputs, self.kwargs):
+            out = self.layer.module(hidden, **kwargs)
+            out = out[0] if isinstance(out, tuple) else out
+            check_finite_activations(out, self.where("output"))
+            outs.append(out)
+        return outs
+
+
+def check_groupsize(adapter: ModelAdapter, config: QuantConfig) -> None:
+    for address, target in model_targets(adapter, config.quantize_router).items():
+        config.check_in_features(target.in_features, address)
+
+
+@torch.no_grad()
+def capture_layer_inputs(
+    adapter: ModelAdapter, calib: torch.Tensor, batch_size: int, device: torch.device
+) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    """Hidden states and keyword arguments the model hands its first decoder layer, per micro-batch."""
+    layers = adapter.decoder_layers
+    top = _outside(adapter.model, layers)
+    originals = [_device_of(m) for m in top]
+    for module in top:
+        module.to(device)
+    inputs, kwargs_list = [], []
+
+    def hook(_module, args, kwargs):
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        inputs.append(hidden)
+        kwargs_list.append({k: v for k, v in kwargs.items() if k != "hidden_states"})
+        raise _Stop
+
+    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for start in range(0, calib.shape[0], batch_size):
+            try:
+                adapter.model(input_ids=calib[start : start + batch_size].to(device), use_cache=False)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+        for module, original in zip(top, originals):
+            module.to(original)
+    return inputs, kwargs_list
+
+
+def _outside(root: nn.Module, layers: nn.Module) -> list[nn.Module]:
+    """The largest submodules of `root` that neither contain nor lie inside `layers`."""
+    path = next(name for name, module in root.named_modules() if module is layers).split(".")
+    top, node = [], root
+    for step in path:
+        top.extend(child for name, child in node.named_children() if name != step)
+        node = getattr(node, step)
+    return top
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def progress(items: list, label: str, enabled: bool) -> Iterator:
+    from tqdm import tqdm
+
+    return iter(tqdm(items, desc=label, unit="layer", disable=not enabled or not sys.stderr.isatty()))
+
+
+@torch.no_grad()
+def stream_quantize(
+    model: nn.Module,
+    calib: torch.Tensor,
+    config: QuantConfig,
+    quantize_layer: Callable[[LayerContext], None],
+    show_progress: bool = True,
+) -> QuantResult:
+    """Quantize `model` in place layer by layer with `quantize_layer`; returns codes and report."""
+    adapter = adapt(model)
+    check_groupsize(adapter, config)
+    device = resolve_device(config.device)
+    result = QuantResult()
+    inputs, kwargs = capture_layer_inputs(adapter, calib, config.batch_size, device)
+    for layer in progress(adapter.layers, f"{config.algo} w{config.wbits}", show_progress):
+        home = _device_of(layer.module)
+        layer.module.to(device)
+        ctx = LayerContext(layer, LayerTargets.of(layer, config.quantize_router), config, device, result, inputs, kwargs)
+        quantize_layer(ctx)
+        inputs = ctx.outputs()
+        layer.module.to(home)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return result

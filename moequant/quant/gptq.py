@@ -1,0 +1,170 @@
+"""The GPTQ solver (Frantar et al.), batched over a leading member dimension.
+
+All experts of one projection are solved together: one batched Cholesky, one batched
+triangular inverse, and the column loop advances every member at once, so the Python
+overhead of GPTQ's column loop is paid once per projection instead of once per expert.
+Members are processed in chunks so the [chunk, in, in] factors fit a memory budget.
+Rows are independent given H, so linears reading the same input (q/k/v, or gate and up)
+can be stacked along `out` and solved in one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from moequant.quant.grid import GridSpec, QuantizedWeight, fit_grid, to_codes
+
+CHOLESKY_ATTEMPTS = 6
+CHUNK_BUDGET_BYTES = 1 << 30
+
+
+@dataclass
+class SolverResult:
+    weight: QuantizedWeight
+    loss: torch.Tensor
+    damp: torch.Tensor
+    fallback: torch.Tensor
+
+    @property
+    def members(self) -> int:
+        return self.loss.shape[0]
+
+
+def auto_chunk(rows: int, cols: int, itemsize: int, budget: int = CHUNK_BUDGET_BYTES) -> int:
+    """Members per chunk so that H, its factors and the working weights fit in `budget` bytes."""
+    per_member = (4 * cols * cols + 4 * rows * cols) * itemsize
+    return max(1, budget // per_member)
+
+
+def _factor(H: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Upper Cholesky factor of H⁻¹ with relative damping raised ×10 where H is not positive definite.
+
+    Returns (U, damping used [B], ok [B]); members that never factor are left to the caller.
+    """
+    members, cols = H.shape[0], H.shape[-1]
+    eye = torch.eye(cols, dtype=H.dtype, device=H.device)
+    mean_diag = H.diagonal(dim1=-2, dim2=-1).mean(-1)
+    factor = torch.full((members,), float(damp), dtype=H.dtype, device=H.device)
+    U = torch.zeros_like(H)
+    ok = torch.zeros(members, dtype=torch.bool, device=H.device)
+    for _ in range(CHOLESKY_ATTEMPTS):
+        todo = ~ok
+        damped = H[todo] + (factor[todo] * mean_diag[todo])[:, None, None] * eye
+        L, info = torch.linalg.cholesky_ex(damped)
+        L = torch.where((info == 0)[:, None, None], L, eye)
+        U_todo, info_u = torch.linalg.cholesky_ex(torch.cholesky_inverse(L), upper=True)
+        good = (info == 0) & (info_u == 0) & torch.isfinite(U_todo).flatten(1).all(-1)
+        index = todo.nonzero().squeeze(1)
+        U[index[good]] = U_todo[good]
+        ok[index[good]] = True
+        if bool(ok.all()):
+            break
+        factor[index[~good]] = torch.where(factor[index[~good]] > 0, factor[index[~good]] * 10, 1e-4)
+    return U, factor, ok
+
+
+def _solve_members(W: torch.Tensor, H: torch.Tensor, spec: GridSpec, damp: float, blocksize: int, act_order: bool):
+    members, rows, cols = W.shape
+    group = spec.group_of(cols)
+    dynamic_groups = group < cols and not act_order
+    scale, zero = fit_grid(W, spec)
+    H = H.clone()
+    diag = H.diagonal(dim1=-2, dim2=-1)
+    dead = diag == 0
+    diag.masked_fill_(dead, 1.0)
+    perm = None
+    if act_order:
+        perm = torch.argsort(H.diagonal(dim1=-2, dim2=-1), dim=-1, descending=True)
+        W = W.gather(2, perm[:, None, :].expand(members, rows, cols))
+        H = H.gather(1, perm[:, :, None].expand(members, cols, cols)).gather(2, perm[:, None, :].expand(members, cols, cols))
+    U, used, ok = _factor(H, damp)
+    if dynamic_groups:
+        blocksize = group * max(1, blocksize // group)
+    codes = torch.zeros_like(W)
+    losses = torch.zeros(members, rows, dtype=W.dtype, device=W.device)
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1 = W[:, :, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = U[:, i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            if dynamic_groups and col % group == 0:
+                s, z = fit_grid(W1[:, :, i : i + group], spec)
+                scale[:, :, col // group] = s[..., 0]
+                zero[:, :, col // group] = z[..., 0]
+            g = (perm[:, col] if perm is not None else torch.full((members,), col, device=W.device)) // group
+            index = g[:, None, None].expand(members, rows, 1)
+            s_col = scale.gather(2, index)[..., 0]
+            z_col = zero.gather(2, index)[..., 0]
+            w = W1[:, :, i]
+            code = to_codes(w, s_col, z_col, spec.maxq)
+            q = s_col * (code - z_col)
+            codes[:, :, col] = code
+            d = Hinv1[:, i, i][:, None]
+            err = (w - q) / d
+            losses += (w - q) ** 2 / d**2 / 2
+            W1[:, :, i:] -= err[:, :, None] * Hinv1[:, None, i, i:]
+            Err1[:, :, i] = err
+        W[:, :, i2:] -= Err1 @ U[:, i1:i2, i2:]
+    if perm is not None:
+        codes = torch.empty_like(codes).scatter_(2, perm[:, None, :].expand(members, rows, cols), codes)
+    return codes, scale, zero, losses, used, ok
+
+
+def rtn_codes(W: torch.Tensor, spec: GridSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    scale, zero = fit_grid(W, spec)
+    group = spec.group_of(W.shape[-1])
+    codes = to_codes(W.float(), scale.repeat_interleave(group, -1), zero.repeat_interleave(group, -1), spec.maxq)
+    return codes, scale, zero
+
+
+def gptq_solve(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    spec: GridSpec,
+    damp: float = 0.01,
+    blocksize: int = 128,
+    act_order: bool = False,
+    starved: torch.Tensor | None = None,
+    chunk: int = 0,
+) -> SolverResult:
+    """Quantize `W` [B, out, in] against Hessians `H` [B, in, in]; `starved` members get RTN.
+
+    Members that are starved, or whose damped Hessian never factors, fall back to round-to-
+    nearest rather than being zeroed, and come back flagged in `fallback`.
+    """
+    members, rows, cols = W.shape
+    device = H.device
+    W = W.to(device=device, dtype=H.dtype)
+    starved = torch.zeros(members, dtype=torch.bool) if starved is None else starved.cpu().bool()
+    codes = torch.zeros(members, rows, cols, dtype=torch.uint8, device=device)
+    groups = cols // spec.group_of(cols)
+    scale = torch.zeros(members, rows, groups, dtype=torch.float32, device=device)
+    zero = torch.zeros_like(scale)
+    loss = torch.full((members, rows), float("nan"), dtype=torch.float64)
+    damp_used = torch.full((members,), float("nan"), dtype=torch.float64)
+    fallback = starved.clone()
+    solve = (~starved).nonzero().squeeze(1).tolist()
+    step = chunk or auto_chunk(rows, cols, H.element_size())
+    for start in range(0, len(solve), step):
+        index = torch.tensor(solve[start : start + step], dtype=torch.long)
+        c, s, z, lo, used, ok = _solve_members(W[index.to(device)].clone(), H[index.to(device)], spec, damp, blocksize, act_order)
+        ok = ok.cpu()
+        good, bad = index[ok], index[~ok]
+        codes[good.to(device)] = c[ok.to(device)].to(torch.uint8)
+        scale[good.to(device)] = s[ok.to(device)].float()
+        zero[good.to(device)] = z[ok.to(device)].float()
+        loss[good] = lo[ok.to(device)].double().cpu()
+        damp_used[good] = used[ok.to(device)].double().cpu()
+        fallback[bad] = True
+    rtn = fallback.nonzero().squeeze(1)
+    if rtn.numel():
+        c, s, z = rtn_codes(W[rtn.to(device)], spec)
+        codes[rtn.to(device)] = c.to(torch.uint8)
+        scale[rtn.to(device)] = s
+        zero[rtn.to(device)] = z
+    weight = QuantizedWeight(codes, scale, zero, spec.bits, spec.sym)
+    return SolverResult(weight, loss, damp_used, fallback)

@@ -1,0 +1,50 @@
+"""Round-to-nearest: the grid alone (SPEC §5), no calibration data.
+
+Layers still move to the device one at a time, and all experts of a projection are
+fitted in one batched call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from moequant.models import adapt
+from moequant.quant.config import QuantConfig
+from moequant.quant.driver import check_groupsize, progress
+from moequant.quant.gptq import rtn_codes
+from moequant.quant.grid import GridSpec, QuantizedWeight
+from moequant.quant.registry import Algorithm, register
+from moequant.quant.report import QuantResult, ReportRow
+from moequant.quant.targets import LayerTargets
+from moequant.runtime import resolve_device
+
+
+def rtn_quantize(w: torch.Tensor, spec: GridSpec) -> QuantizedWeight:
+    """Codes of `w` [..., out, in] on its own fitted grid."""
+    codes, scale, zero = rtn_codes(w, spec)
+    return QuantizedWeight(codes.to(torch.uint8), scale, zero, spec.bits, spec.sym)
+
+
+@torch.no_grad()
+def quantize_rtn(model: nn.Module, calib: torch.Tensor | None, config: QuantConfig) -> QuantResult:
+    adapter = adapt(model)
+    check_groupsize(adapter, config)
+    device = resolve_device(config.device)
+    spec = config.grid()
+    result = QuantResult()
+    for layer in progress(adapter.layers, f"rtn w{config.wbits}", True):
+        for target in LayerTargets.of(layer, config.quantize_router).all():
+            q = rtn_quantize(target.read().to(device), spec)
+            target.write(q.dequantize().cpu())
+            rows = [
+                ReportRow(layer.index, target.module, e if target.is_experts else None, 0, 0.0, math.nan, math.nan, "")
+                for e in range(q.codes.shape[0])
+            ]
+            result.add(target.address, q, rows)
+    return result
+
+
+register(Algorithm("rtn", quantize_rtn, needs_calibration=False, description="round-to-nearest on the weight grid"))

@@ -1,0 +1,218 @@
+"""GPTQ and AGQ-GPTQ over one decoder layer, stage by stage (SPEC §6).
+
+Stages, one calibration pass each, in the order their inputs become final:
+attention readers → attention inner (MLA) → attention writers → routing (router, shared
+gate) → every gate/up (routed experts and shared experts) → every down. Routing
+coefficients for AGQ come from the already-quantized router and shared gate, so they
+match what the quantized model computes. Linears that receive the very same input tensor
+share one Hessian and are solved as one stacked matrix; all experts of a projection are
+solved in one batched call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from moequant.models import DenseMLP, MoEBlock
+from moequant.quant.config import QuantConfig
+from moequant.quant.driver import LayerContext, stream_quantize
+from moequant.quant.gptq import gptq_solve
+from moequant.quant.grid import QuantizedWeight
+from moequant.quant.hessian import HessianStack, check_finite_activations
+from moequant.quant.registry import Algorithm, register
+from moequant.quant.report import QuantResult, ReportRow
+from moequant.quant.targets import Target
+
+Weighting = str | None
+
+
+def hessian_dtype(config: QuantConfig) -> torch.dtype:
+    return torch.float64 if config.hessian_dtype == "float64" else torch.float32
+
+
+HessianObserver = Callable[[LayerContext, list[Target], HessianStack], None]
+
+
+def solve_targets(ctx: LayerContext, targets: list[Target], hessian: HessianStack) -> None:
+    """Quantize `targets` (same input, same members) against one Hessian stack and write them back."""
+    config = ctx.config
+    hessian.check_finite(ctx.where(", ".join(t.module for t in targets)))
+    observer = ctx.state.get("on_hessian")
+    if observer is not None:
+        observer(ctx, targets, hessian)
+    weights = [t.read() for t in targets]
+    stacked = torch.cat([w.to(ctx.device) for w in weights], dim=1)
+    starved = hessian.tokens < config.min_tokens
+    result = gptq_solve(
+        stacked,
+        hessian.H,
+        config.grid(),
+        damp=config.damp,
+        blocksize=config.blocksize,
+        act_order=config.act_order,
+        starved=starved,
+        chunk=config.expert_chunk,
+    )
+    start = 0
+    for target, w in zip(targets, weights):
+        rows = slice(start, start + w.shape[1])
+        start += w.shape[1]
+        q = result.weight
+        part = QuantizedWeight(q.codes[:, rows], q.scale[:, rows], q.zero[:, rows], q.bits, q.sym)
+        target.write(part.dequantize())
+        loss = result.loss[:, rows].sum(dim=1)
+        report = [
+            ReportRow(
+                layer=target.layer,
+                module=target.module,
+                expert=member if target.is_experts else None,
+                tokens=int(hessian.tokens[member]),
+                mass=float(hessian.mass[member]),
+                loss=float(loss[member]),
+                damp=float(result.damp[member]),
+                fallback=("starved" if bool(starved[member]) else "cholesky") if bool(result.fallback[member]) else "",
+            )
+            for member in range(result.members)
+        ]
+        ctx.result.add(target.address, part, report)
+
+
+def linear_stage(ctx: LayerContext, targets: list[Target], modules: dict[str, torch.nn.Module]) -> None:
+    """Plain GPTQ for linears hooked directly; linears fed the same tensor share a Hessian."""
+    hessians: dict[tuple[str, ...], HessianStack] = {}
+    for inputs in ctx.each_batch(modules):
+        shared: dict[int, list[str]] = {}
+        for name, x in inputs.items():
+            shared.setdefault(id(x), []).append(name)
+        for names in shared.values():
+            x = inputs[names[0]]
+            key = tuple(names)
+            if key not in hessians:
+                hessians[key] = HessianStack(1, x.shape[-1], hessian_dtype(ctx.config), ctx.device)
+            hessians[key].add(0, x)
+    by_module = {t.module: t for t in targets}
+    for names, hessian in hessians.items():
+        solve_targets(ctx, [by_module[n] for n in names], hessian)
+
+
+class GPTQLayer:
+    """One decoder layer under GPTQ (`agq=False`) or affinity-guided GPTQ (`agq=True`)."""
+
+    def __init__(self, agq: bool, on_hessian: HessianObserver | None = None) -> None:
+        self.agq = agq
+        self.on_hessian = on_hessian
+
+    def weighting(self, config: QuantConfig, proj: str, gated: bool) -> Weighting:
+        """How tokens are weighted in H for an expert projection: None (plain), 'c' or 'c2'."""
+        if self.agq and gated and proj in config.agq_projections:
+            return config.agq_weight
+        return None
+
+    @torch.no_grad()
+    def __call__(self, ctx: LayerContext) -> None:
+        layer, targets = ctx.layer, ctx.targets
+        ctx.state["on_hessian"] = self.on_hessian
+        for group in targets.attention():
+            linear_stage(ctx, group, {t.module: layer.module.get_submodule(t.module) for t in group})
+        if isinstance(layer.mlp, MoEBlock):
+            self.moe_stages(ctx, layer.mlp)
+        else:
+            self.dense_stages(ctx, layer.mlp)
+
+    def dense_stages(self, ctx: LayerContext, mlp: DenseMLP) -> None:
+        for projections in (("gate", "up"), ("down",)):
+            group = ctx.targets.dense(mlp, projections)
+            linear_stage(ctx, group, {t.module: mlp.projection(p) for t, p in zip(group, projections)})
+
+    def moe_stages(self, ctx: LayerContext, mlp: MoEBlock) -> None:
+        routing = ctx.targets.routing()
+        if routing:
+
+            def accumulate(x: torch.Tensor, hessians: dict) -> None:
+                if None not in hessians:
+                    hessians[None] = self.stack(ctx, 1, x)
+                hessians[None].add(0, x)
+
+            solve_targets(ctx, routing, self.collect(ctx, mlp, accumulate)[None])
+        self.expert_stage(ctx, mlp, ("gate", "up"))
+        self.expert_stage(ctx, mlp, ("down",))
+
+    def stack(self, ctx: LayerContext, members: int, x: torch.Tensor) -> HessianStack:
+        return HessianStack(members, x.shape[-1], hessian_dtype(ctx.config), ctx.device)
+
+    def collect(
+        self,
+        ctx: LayerContext,
+        mlp: MoEBlock,
+        accumulate: Callable[[torch.Tensor, dict], None],
+    ) -> dict:
+        """Run the calibration batch to the MoE block and accumulate from its input tokens [T, H]."""
+        hessians: dict = {}
+        name = ctx.layer.mlp_name
+        for inputs in ctx.each_batch({name: mlp.module}):
+            x = inputs[name]
+            accumulate(x.reshape(-1, x.shape[-1]), hessians)
+        return hessians
+
+    def expert_stage(self, ctx: LayerContext, mlp: MoEBlock, projections: tuple[str, ...]) -> None:
+        bank = mlp.experts
+        modes = {p: self.weighting(ctx.config, p, True) for p in projections}
+        shared_modes = {p: self.weighting(ctx.config, p, mlp.shared_gate is not None) for p in projections}
+        reads_x = projections != ("down",)
+
+        def accumulate(x: torch.Tensor, hessians: dict) -> None:
+            ids, coeffs = mlp.router.route(x)
+            for expert in range(bank.num_experts):
+                token, slot = torch.where(ids == expert)
+                inputs = x[token]
+                if not reads_x:
+                    inputs = bank.act_fn(inputs @ bank.weight("gate", expert).t()) * (inputs @ bank.weight("up", expert).t())
+                    check_finite_activations(inputs, ctx.where("experts.down"))
+                c = coeffs[token, slot].float()
+                for mode in set(modes.values()):
+                    key = ("experts", mode)
+                    if key not in hessians:
+                        hessians[key] = self.stack(ctx, bank.num_experts, inputs)
+                    hessians[key].add(expert, inputs, _weights(c, mode), c)
+            shared_c = mlp.shared_coefficient(x).reshape(-1).float()
+            for index, shared in enumerate(mlp.shared_experts):
+                inputs = x if reads_x else shared.act_fn(shared.gate(x)) * shared.up(x)
+                for mode in set(shared_modes.values()):
+                    key = ("shared", 0 if reads_x else index, mode)
+                    if key not in hessians:
+                        hessians[key] = self.stack(ctx, 1, inputs)
+                    if reads_x and index:
+                        continue
+                    hessians[key].add(0, inputs, _weights(shared_c, mode), shared_c)
+
+        hessians = self.collect(ctx, mlp, accumulate)
+        for mode in set(modes.values()):
+            group = [p for p in projections if modes[p] == mode]
+            solve_targets(ctx, ctx.targets.experts(tuple(group)), hessians[("experts", mode)])
+        for index, shared in enumerate(mlp.shared_experts):
+            for mode in set(shared_modes.values()):
+                group = tuple(p for p in projections if shared_modes[p] == mode)
+                key = ("shared", 0 if reads_x else index, mode)
+                solve_targets(ctx, ctx.targets.dense(shared, group), hessians[key])
+
+
+def _weights(c: torch.Tensor, mode: Weighting) -> torch.Tensor | None:
+    if mode is None:
+        return None
+    return c if mode == "c" else c * c
+
+
+def _algorithm(agq: bool) -> Callable[[torch.nn.Module, torch.Tensor | None, QuantConfig], QuantResult]:
+    def quantize(model: torch.nn.Module, calib: torch.Tensor | None, config: QuantConfig) -> QuantResult:
+        assert calib is not None
+        return stream_quantize(model, calib, config, GPTQLayer(agq))
+
+    return quantize
+
+
+register(Algorithm("gptq", _algorithm(False), needs_calibration=True, description="GPTQ (Frantar et al.)"))
+register(
+    Algorithm("agq", _algorithm(True), needs_calibration=True, description="affinity-guided GPTQ (MoEQuant AGQ)")
+)
