@@ -80,3 +80,30 @@ def test_a_local_task_runs_on_a_quantized_checkpoint_directory(model_dir, task_d
     measured = json.loads(ppl_out.read_text())
     assert measured["kld"] > 0 and measured["top1_agree"] < 1
     assert measured["reference"]["quantized_checkpoint"] is False
+
+
+def test_a_preset_runs_each_shot_count_once_and_averages_its_headline_metrics(model, tokenizer, task_dir, monkeypatch) -> None:
+    from moequant.eval import lm_eval_bridge
+    from moequant.eval.lm_eval_bridge import PAPER7, TaskRequest, resolve_requests
+
+    assert [(r.name, r.num_fewshot) for r in resolve_requests(TaskConfig(tasks=["paper7"]))] == [
+        ("mmlu", 5), ("humaneval", 0), ("gsm8k", 5), ("boolq", 0), ("hellaswag", 0), ("openbookqa", 0), ("mathqa", 0)
+    ]
+    assert [r.metric for r in PAPER7].count("acc,none") == 5
+    preset = (
+        TaskRequest("demo_next_prose", 1, "acc_norm,none"),
+        TaskRequest("demo_cloze_math", 0, "acc,none"),
+        TaskRequest("demo_next_code", 1, "acc,none"),
+    )
+    monkeypatch.setitem(lm_eval_bridge.PRESETS, "paper7", preset)
+    config = TaskConfig(tasks=["paper7"], include_path=str(task_dir), limit=3)
+    output = run_tasks(model, tokenizer, prepare_tasks(config), config)
+    assert [(run["tasks"], run["num_fewshot"]) for run in output["runs"]] == [
+        (["demo_next_prose", "demo_next_code"], 1),
+        (["demo_cloze_math"], 0),
+    ]
+    assert output["n-shot"] == {"demo_next_prose": 1, "demo_next_code": 1, "demo_cloze_math": 0}
+    results = output["results"]
+    headline = [results["demo_next_prose"]["acc_norm,none"], results["demo_cloze_math"]["acc,none"], results["demo_next_code"]["acc,none"]]
+    assert output["summary"]["demo_next_prose"] == headline[0]
+    assert output["avg"] == pytest.approx(sum(headline) / 3)
