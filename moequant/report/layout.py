@@ -1,0 +1,141 @@
+"""Where a workflow run leaves its results, and how each result file is read.
+
+`RESULTS/{model}/eval/{method}-w{bits}/ppl-{dataset}.json` holds perplexity, KL divergence
+and top-1 agreement to the fp model; `.../tasks.json` the lm-eval accuracies;
+`RESULTS/{model}/calib/{name}.summary.json` a calibration set's σ and expert usage.
+Readers accept the few shapes these files have had (flat or nested under `metrics` /
+`results`, lm-eval's `acc,none` keys) so old results keep rendering.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from moequant.errors import UsageError
+
+FP_BITS = 16
+_VARIANT = re.compile(r"^(?P<method>.+)-w(?P<bits>\d+)$")
+TASK_METRICS = ("acc", "exact_match", "pass@1", "pass_at_1", "acc_norm", "accuracy")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UsageError(f"result file {str(path)!r} is not JSON ({err}); delete it and rerun its stage") from None
+    if not isinstance(payload, dict):
+        raise UsageError(f"result file {str(path)!r} holds {type(payload).__name__}, expected a JSON object")
+    return payload
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _metric_block(payload: dict[str, Any]) -> dict[str, Any]:
+    for key in ("metrics", "results"):
+        if isinstance(payload.get(key), dict):
+            return payload[key]
+    return payload
+
+
+def ppl_metrics(payload: dict[str, Any]) -> dict[str, float]:
+    """ppl, kld and top1_agree of one perplexity result (absent ones left out)."""
+    block = _metric_block(payload)
+    aliases = {"ppl": ("ppl", "perplexity"), "kld": ("kld", "kl", "kl_divergence"), "top1_agree": ("top1_agree",)}
+    found = {}
+    for name, keys in aliases.items():
+        for key in keys:
+            value = _number(block.get(key))
+            if value is not None:
+                found[name] = value
+                break
+    return found
+
+
+def _task_accuracy(metrics: dict[str, Any]) -> float | None:
+    """The task's headline accuracy in percent: acc, exact match or pass@1, in that order."""
+    plain: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = str(key).split(",")[0]
+        if not name.endswith("_stderr"):
+            plain.setdefault(name, value)
+    for key in TASK_METRICS:
+        value = _number(plain.get(key))
+        if value is not None:
+            return value * 100.0 if value <= 1.0 else value
+    return None
+
+
+def task_accuracies(payload: dict[str, Any]) -> dict[str, float]:
+    block = payload.get("results") if isinstance(payload.get("results"), dict) else payload.get("tasks", payload)
+    found = {}
+    for task, metrics in (block or {}).items():
+        if isinstance(metrics, dict):
+            value = _task_accuracy(metrics)
+            if value is not None:
+                found[str(task)] = value
+        elif _number(metrics) is not None:
+            value = float(metrics)
+            found[str(task)] = value * 100.0 if value <= 1.0 else value
+    return found
+
+
+class ResultsLayout:
+    """Paths and readers for one results folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise UsageError(f"results folder {str(self.root)!r} does not exist")
+
+    def eval_dir(self, model: str, method: str, bits: int) -> Path:
+        return self.root / model / "eval" / f"{method}-w{bits}"
+
+    def ppl_file(self, model: str, method: str, bits: int, dataset: str) -> Path:
+        return self.eval_dir(model, method, bits) / f"ppl-{dataset}.json"
+
+    def tasks_file(self, model: str, method: str, bits: int) -> Path:
+        return self.eval_dir(model, method, bits) / "tasks.json"
+
+    def calib_summary(self, model: str, calibration: str) -> Path:
+        return self.root / model / "calib" / f"{calibration}.summary.json"
+
+    def models(self) -> list[str]:
+        return sorted(p.parent.name for p in self.root.glob("*/eval") if p.is_dir())
+
+    def variants(self, model: str) -> list[tuple[str, int]]:
+        found = []
+        for path in sorted((self.root / model / "eval").glob("*-w*")):
+            match = _VARIANT.match(path.name)
+            if match and path.is_dir():
+                found.append((match["method"], int(match["bits"])))
+        return found
+
+    def ppl_datasets(self, model: str, method: str, bits: int) -> list[str]:
+        return sorted(p.name[len("ppl-") : -len(".json")] for p in self.eval_dir(model, method, bits).glob("ppl-*.json"))
+
+    def task_names(self, model: str, method: str, bits: int) -> list[str]:
+        path = self.tasks_file(model, method, bits)
+        return sorted(task_accuracies(read_json(path))) if path.is_file() else []
+
+    def calibration_sets(self, model: str) -> list[str]:
+        return sorted(p.name[: -len(".summary.json")] for p in (self.root / model / "calib").glob("*.summary.json"))
+
+    def ppl(self, model: str, method: str, bits: int, dataset: str) -> dict[str, float]:
+        path = self.ppl_file(model, method, bits, dataset)
+        return ppl_metrics(read_json(path)) if path.is_file() else {}
+
+    def tasks(self, model: str, method: str, bits: int) -> dict[str, float]:
+        path = self.tasks_file(model, method, bits)
+        return task_accuracies(read_json(path)) if path.is_file() else {}
+
+    def calibration(self, model: str, calibration: str) -> dict[str, Any]:
+        path = self.calib_summary(model, calibration)
+        return read_json(path) if path.is_file() else {}

@@ -1,0 +1,74 @@
+"""One table of the paper's layout: Model, Method, [Calib, σ], perplexities, KL, tasks, AVG.
+
+Numbers stay raw in the DataFrame (CSV keeps full precision); rounding happens only in the
+Markdown rendering. A missing result is NaN in the CSV and "–" in Markdown, never a zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from moequant.report.layout import ResultsLayout
+from moequant.report.spec import ReportSpec, TableSpec
+
+MISSING = "–"
+
+
+def ppl_column(dataset: str) -> str:
+    return dataset
+
+
+def kl_column(dataset: str) -> str:
+    return f"KL {dataset}"
+
+
+def build_table(spec: ReportSpec, table: TableSpec, layout: ResultsLayout) -> pd.DataFrame:
+    rows = []
+    for model in spec.table_models(table):
+        for method in table.methods:
+            bits = spec.bits_for(method, table)
+            row: dict[str, object] = {"Model": spec.models[model], "Method": spec.method_label(method)}
+            if table.sigma:
+                calib = spec.methods[method].calibration
+                row["Calib"] = spec.calibration.get(calib, calib) if calib else MISSING
+                row["σ"] = layout.calibration(model, calib).get("sigma", math.nan) if calib else math.nan
+            for dataset in table.ppl:
+                row[ppl_column(dataset)] = layout.ppl(model, method, bits, dataset).get("ppl", math.nan)
+            for dataset in table.kl:
+                row[kl_column(dataset)] = layout.ppl(model, method, bits, dataset).get("kld", math.nan)
+            if table.tasks:
+                accuracies = layout.tasks(model, method, bits)
+                values = [accuracies.get(task, math.nan) for task in table.tasks]
+                row.update(zip(table.tasks, values))
+                row["AVG"] = sum(values) / len(values) if not any(math.isnan(v) for v in values) else math.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _format(column: str, value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if column == "σ":
+        return f"{value:.4f}"
+    if column.startswith("KL "):
+        return f"{value:.4f}"
+    return f"{value:.2f}"
+
+
+def to_markdown(frame: pd.DataFrame, title: str) -> str:
+    """A pipe table; the model name is printed once per block of rows, as in the paper."""
+    columns = list(frame.columns)
+    lines = [f"### {title}", "", "| " + " | ".join(columns) + " |"]
+    lines.append("|" + "|".join("---" if c in ("Model", "Method", "Calib") else "---:" for c in columns) + "|")
+    previous_model = None
+    for record in frame.to_dict("records"):
+        cells = [_format(column, record[column]) for column in columns]
+        if record.get("Model") == previous_model:
+            cells[columns.index("Model")] = ""
+        previous_model = record.get("Model")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

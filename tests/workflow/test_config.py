@@ -1,0 +1,74 @@
+"""The shipped configs build their DAGs, the schema rejects bad keys in one line, lint is clean."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.workflow.harness import REPO, copy_workflow, fake_cli_env, planned_jobs, snakemake
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory):
+    root = copy_workflow(tmp_path_factory.mktemp("config") / "repo")
+    return root, fake_cli_env(root.parent / "bin")
+
+
+def test_default_config_plans_every_table1_method_at_w4_and_w3(workflow):
+    root, env = workflow
+    jobs = planned_jobs(snakemake(root, env, "-n"))
+    assert jobs["build_demo"] == 1 and jobs["rotate"] == 1 and jobs["tables"] == 1
+    assert jobs["calibrate"] == 5  # EBSS and the mixed / prose / code / math windows
+    assert jobs["quantize"] == 6 * 2 + 3  # six quantizing methods at W4 and W3, three ablation runs at W3
+
+
+def test_paper_config_plans_three_models_without_building_a_demo(workflow):
+    root, env = workflow
+    jobs = planned_jobs(snakemake(root, env, "-n", "--configfile", "config/paper.yaml"))
+    assert "build_demo" not in jobs and "make_tasks" not in jobs
+    assert jobs["rotate"] == 3
+
+
+def _write_config(root, name, edit):
+    config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    edit(config)
+    path = root / "config" / name
+    path.write_text(yaml.safe_dump(config))
+    return f"config/{name}"
+
+
+def _error_lines(result):
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("config ")]
+
+
+def test_unknown_key_is_one_clear_line(workflow):
+    root, env = workflow
+    path = _write_config(root, "typo.yaml", lambda c: c["methods"]["rtn"].update(algoritm="rtn"))
+    result = snakemake(root, env, "-n", "--configfile", path)
+    assert result.returncode != 0
+    assert _error_lines(result) == [
+        "config methods.rtn: unknown key 'algoritm' (allowed: algorithm, bits, calibration, label, options, rotation)"
+    ]
+
+
+def test_bad_value_names_the_allowed_ones(workflow):
+    root, env = workflow
+    path = _write_config(root, "bits.yaml", lambda c: c.update(bits=[5]))
+    result = snakemake(root, env, "-n", "--configfile", path)
+    assert result.returncode != 0
+    assert _error_lines(result) == ["config bits.0: 5 is not one of 2, 3, 4, 8"]
+
+
+def test_dangling_reference_is_one_clear_line(workflow):
+    root, env = workflow
+    path = _write_config(root, "ref.yaml", lambda c: c["methods"]["moequant++"].update(calibration="wiki"))
+    result = snakemake(root, env, "-n", "--configfile", path)
+    assert result.returncode != 0
+    assert _error_lines(result) == ["config methods.moequant++.calibration: unknown set 'wiki' (defined: ebss, mixed)"]
+
+
+def test_lint_is_clean(workflow):
+    root, env = workflow
+    result = snakemake(root, env, "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations" in result.stdout + result.stderr, result.stdout + result.stderr

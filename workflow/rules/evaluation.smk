@@ -1,0 +1,74 @@
+# Perplexity (with KL divergence and top-1 agreement to the fp model) per dataset, and the
+# lm-eval tasks, for every model × method × bit width a table reads.
+
+
+rule eval_ppl:
+    input:
+        eval_ppl_inputs,
+    output:
+        ppl_file("{model}", "{method}", "{bits}", "{dataset}"),
+    params:
+        model=lambda wc: model_under_test(wc.model, wc.method, wc.bits),
+        args=lambda wc: eval_ppl_args(wc.model, wc.method, wc.dataset),
+        code=CODE["eval_ppl"],
+    log:
+        log_path("{model}", "eval", "{method}-w{bits}", "ppl-{dataset}"),
+    benchmark:
+        bench_path("{model}", "eval", "{method}-w{bits}", "ppl-{dataset}")
+    threads: stage("eval_ppl", "threads")
+    resources:
+        mem_mb=stage("eval_ppl", "mem_mb"),
+        runtime=stage("eval_ppl", "runtime"),
+        gpu=stage("eval_ppl", "gpu"),
+    conda:
+        CONDA_ENV
+    shell:
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
+        "moequant eval-ppl --model {params.model} {params.args} --out {output} > {log} 2>&1"
+
+
+rule make_tasks:
+    input:
+        model_dir("{model}"),
+    output:
+        directory(tasks_dir("{model}")),
+    params:
+        code=CODE["make_tasks"],
+    log:
+        log_path("{model}", "make_tasks"),
+    benchmark:
+        bench_path("{model}", "make_tasks")
+    threads: stage("make_tasks", "threads")
+    resources:
+        mem_mb=stage("make_tasks", "mem_mb"),
+        runtime=stage("make_tasks", "runtime"),
+        gpu=stage("make_tasks", "gpu"),
+    conda:
+        CONDA_ENV
+    shell:
+        "moequant make-tasks --data {input}/data --out {output} > {log} 2>&1"
+
+
+rule eval_tasks:
+    input:
+        eval_tasks_inputs,
+    output:
+        tasks_file("{model}", "{method}", "{bits}"),
+    params:
+        model=lambda wc: model_under_test(wc.model, wc.method, wc.bits),
+        args=lambda wc: eval_tasks_args(wc.model),
+        code=CODE["eval_tasks"],
+    log:
+        log_path("{model}", "eval", "{method}-w{bits}", "tasks"),
+    benchmark:
+        bench_path("{model}", "eval", "{method}-w{bits}", "tasks")
+    threads: stage("eval_tasks", "threads")
+    resources:
+        mem_mb=stage("eval_tasks", "mem_mb"),
+        runtime=stage("eval_tasks", "runtime"),
+        gpu=stage("eval_tasks", "gpu"),
+    conda:
+        CONDA_ENV
+    shell:
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
+        "moequant eval-tasks --model {params.model} {params.args} --out {output} > {log} 2>&1"

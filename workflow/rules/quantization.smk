@@ -1,0 +1,27 @@
+# One quantized checkpoint per model × method × bit width; the method entry decides the
+# starting model (rotated or not), the calibration set and the algorithm with its options.
+
+
+rule quantize:
+    input:
+        quantize_inputs,
+    output:
+        directory(quant_dir("{model}", "{method}", "{bits}")),
+    params:
+        model=lambda wc: quantize_source(wc.model, wc.method),
+        args=lambda wc: quantize_args(wc.model, wc.method, wc.bits),
+        code=CODE["quantize"],
+    log:
+        log_path("{model}", "quantize", "{method}-w{bits}"),
+    benchmark:
+        bench_path("{model}", "quantize", "{method}-w{bits}")
+    threads: stage("quantize", "threads")
+    resources:
+        mem_mb=stage("quantize", "mem_mb"),
+        runtime=stage("quantize", "runtime"),
+        gpu=stage("quantize", "gpu"),
+    conda:
+        CONDA_ENV
+    shell:
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
+        "moequant quantize --model {params.model} {params.args} --out {output} > {log} 2>&1"
