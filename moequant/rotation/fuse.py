@@ -1,0 +1,105 @@
+"""Folding RMSNorm weights into the linears that read them, so the norms become rotation-invariant.
+
+RMSNorm(xQ) = RMSNorm(x)·Q only when the norm has no per-channel weight, no bias and no
+mean subtraction; after folding, every residual-stream norm is a bare RMS normalisation.
+Norms inside attention (q/k norms, MLA's q_a/kv_a norms) read projections, not the residual
+stream, and are deliberately left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from moequant.errors import UsageError
+from moequant.models import DenseMLP, ModelAdapter
+
+_PROBE_SEED = 1234
+
+
+@dataclass
+class NormReaders:
+    """One residual-stream norm and the weights that read its output ([out, H] each, views)."""
+
+    where: str
+    norm: nn.Module
+    readers: list[torch.Tensor]
+
+
+def _mlp_readers(mlp: object) -> list[torch.Tensor]:
+    if isinstance(mlp, DenseMLP):
+        return [mlp.gate.weight.data, mlp.up.weight.data]
+    views = [mlp.router.linear_weight.data]
+    for proj in ("gate", "up"):
+        views.extend(mlp.experts.weight(proj, e) for e in range(mlp.experts.num_experts))
+    for shared in mlp.shared_experts:
+        views.extend((shared.gate.weight.data, shared.up.weight.data))
+    if mlp.shared_gate is not None:
+        views.append(mlp.shared_gate.weight.data)
+    return views
+
+
+def norm_readers(adapter: ModelAdapter) -> list[NormReaders]:
+    """Every residual-stream norm of the model with all the weights that read it."""
+    groups = []
+    for layer in adapter.layers:
+        attention = [linear.weight.data for linear in layer.attention.readers.values()]
+        groups.append(NormReaders(f"layer {layer.index} input norm", layer.input_norm, attention))
+        mlp = _mlp_readers(layer.mlp)
+        groups.append(NormReaders(f"layer {layer.index} post-attention norm", layer.post_attention_norm, mlp))
+    groups.append(NormReaders("final norm", adapter.final_norm, [adapter.lm_head.weight.data]))
+    return groups
+
+
+def _reject(norm: nn.Module, where: str, why: str) -> UsageError:
+    return UsageError(
+        f"rotation needs RMSNorm-like norms (weight only, no bias, no mean subtraction); "
+        f"{type(norm).__name__} ({where}) {why}"
+    )
+
+
+@torch.no_grad()
+def check_rms_norm(norm: nn.Module, where: str, hidden_size: int) -> None:
+    """Raise a one-line UsageError unless `norm` computes weight ⊙ x / rms(x).
+
+    The check is behavioural (a probe with a large mean offset), so LayerNorm, biased norms
+    and (1 + weight)-style norms are all caught whatever their class is called.
+    """
+    params = dict(norm.named_parameters())
+    weight = params.get("weight")
+    if set(params) != {"weight"} or weight is None or tuple(weight.shape) != (hidden_size,):
+        names = ", ".join(sorted(params)) or "none"
+        raise _reject(norm, where, f"has parameters [{names}]")
+    generator = torch.Generator().manual_seed(_PROBE_SEED)
+    probe = (torch.randn(4, hidden_size, generator=generator, dtype=torch.float64) + 1.0) * 10.0
+    out = norm(probe.to(device=weight.device, dtype=weight.dtype)).double().cpu()
+    expected = weight.detach().double().cpu() * probe / probe.pow(2).mean(-1, keepdim=True).sqrt()
+    tolerance = 1e-4 if weight.dtype in (torch.float32, torch.float64) else 3e-2
+    error = ((out - expected).abs().max() / expected.abs().max()).item()
+    if not error <= tolerance:
+        raise _reject(norm, where, f"does not compute weight * x / rms(x) (relative deviation {error:.2g})")
+
+
+def check_norms(adapter: ModelAdapter) -> None:
+    hidden = adapter.embed_tokens.weight.shape[1]
+    for group in norm_readers(adapter):
+        check_rms_norm(group.norm, group.where, hidden)
+
+
+@torch.no_grad()
+def fuse_norms(adapter: ModelAdapter) -> int:
+    """Fold every residual-stream norm weight into its readers (in float64), then set it to 1.
+
+    Returns the number of norms folded. Shared reader weights (a tied lm_head) must be untied
+    first, otherwise the embedding would be scaled as well.
+    """
+    check_norms(adapter)
+    groups = norm_readers(adapter)
+    for group in groups:
+        scale = group.norm.weight.data.double()
+        for weight in group.readers:
+            weight.copy_((weight.double() * scale.to(weight.device)).to(weight.dtype))
+        group.norm.weight.data.fill_(1.0)
+    return len(groups)

@@ -1,0 +1,116 @@
+"""QuaRot-style rotation of the residual stream: the same function, outlier-free weights.
+
+With every norm folded, the residual stream h can be replaced by hQ for one orthogonal Q:
+embeddings become E·Q, every reader W·Q and every writer Qᵀ·W, so each layer sees exactly
+the activations it saw before. All arithmetic is float64 on one weight at a time (row
+blocks for the big ones) and written back in place: no second copy of the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from moequant import __version__
+from moequant.models import DenseMLP, ModelAdapter, adapt
+from moequant.rotation.config import RotationConfig
+from moequant.rotation.fuse import check_norms, fuse_norms, norm_readers
+from moequant.rotation.hadamard import plan, random_signs
+from moequant.rotation.online import down_projections, fold_online_hadamard, install_online_hadamard
+from moequant.rotation.transform import TORCH, hadamard_transform, transform_rows
+
+def untie_lm_head(adapter: ModelAdapter) -> bool:
+    """Give lm_head its own weight when it shares the embedding's (E·Q and W·Q differ after fusion)."""
+    head, embed = adapter.lm_head.weight, adapter.embed_tokens.weight
+    if head is not embed and head.data_ptr() != embed.data_ptr():
+        return False
+    adapter.lm_head.weight = nn.Parameter(embed.detach().clone(), requires_grad=embed.requires_grad)
+    adapter.model.config.tie_word_embeddings = False
+    return True
+
+
+def residual_writers(adapter: ModelAdapter) -> Iterator[nn.Linear | torch.Tensor]:
+    """Every linear (or [H, in] weight view) that adds into the residual stream."""
+    for layer in adapter.layers:
+        yield from layer.attention.writers.values()
+        mlp = layer.mlp
+        if isinstance(mlp, DenseMLP):
+            yield mlp.down
+            continue
+        yield from (mlp.experts.weight("down", e) for e in range(mlp.experts.num_experts))
+        yield from (shared.down for shared in mlp.shared_experts)
+
+
+class ResidualRotation:
+    """The random orthogonal Q = diag(s)·H of one hidden size, applied without materialising it."""
+
+    def __init__(self, hidden_size: int, seed: int) -> None:
+        self.plan = plan(hidden_size)
+        self.signs = random_signs(hidden_size, seed)
+
+    def right(self, rows: torch.Tensor) -> torch.Tensor:
+        """rows · Q."""
+        return hadamard_transform(rows * self.signs.to(rows.device), backend=TORCH)
+
+    def matrix(self) -> torch.Tensor:
+        return self.right(torch.eye(self.plan.size, dtype=torch.float64))
+
+    def rotate_reader(self, weight: torch.Tensor) -> None:
+        transform_rows(weight, self.right)
+
+    def rotate_writer(self, linear: nn.Linear | torch.Tensor) -> None:
+        """Qᵀ·W for W [H, in]: the columns of W are rotated, i.e. rows of Wᵀ times Q."""
+        weight = linear.weight.data if isinstance(linear, nn.Linear) else linear
+        transform_rows(weight.t(), self.right)
+        bias = linear.bias if isinstance(linear, nn.Linear) else None
+        if bias is not None:
+            transform_rows(bias.data[None], self.right)
+
+
+def _check_sizes(adapter: ModelAdapter, config: RotationConfig) -> None:
+    """Fail before touching any weight when a needed Hadamard size has no construction."""
+    plan(adapter.embed_tokens.weight.shape[1])
+    if config.online_hadamard:
+        for down in down_projections(adapter):
+            plan(down.shape[1])
+
+
+@torch.no_grad()
+def rotate_model(model: nn.Module, config: RotationConfig | None = None) -> dict[str, object]:
+    """Fuse norms and rotate `model` in place; returns what was done (for the metadata)."""
+    config = config or RotationConfig()
+    adapter = adapt(model)
+    check_norms(adapter)
+    _check_sizes(adapter, config)
+    untied = untie_lm_head(adapter)
+    norms = fuse_norms(adapter)
+    hidden = adapter.embed_tokens.weight.shape[1]
+    rotation = ResidualRotation(hidden, config.seed)
+    rotation.rotate_reader(adapter.embed_tokens.weight.data)
+    readers = [weight for group in norm_readers(adapter) for weight in group.readers]
+    for weight in readers:
+        rotation.rotate_reader(weight)
+    writers = list(residual_writers(adapter))
+    for writer in writers:
+        rotation.rotate_writer(writer)
+    report: dict[str, object] = {
+        "moequant_version": __version__,
+        "family": adapter.family,
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "hidden_size": hidden,
+        "hadamard": rotation.plan.describe(),
+        "transform": f"{TORCH} (float64)",
+        "norms_fused": norms,
+        "embeddings_rotated": True,
+        "readers_rotated": len(readers),
+        "writers_rotated": len(writers),
+        "untied_lm_head": untied,
+        "online_hadamard": None,
+    }
+    if config.online_hadamard:
+        report["online_hadamard"] = fold_online_hadamard(adapter)
+        install_online_hadamard(adapter, config.backend)
+    return report
