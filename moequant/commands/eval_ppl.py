@@ -6,8 +6,6 @@ import argparse
 import time
 from dataclasses import asdict
 
-import torch
-
 from moequant.artifacts import write_json
 from moequant.errors import UsageError
 
@@ -33,16 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output JSON file")
 
 
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    from moequant.runtime import resolve_dtype
-
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return resolve_dtype(name)
-
-
 def run(args: argparse.Namespace) -> int:
-    from moequant.eval.config import PerplexityConfig
+    from moequant.eval.config import PerplexityConfig, eval_dtype
     from moequant.eval.datasets import load_eval_text
     from moequant.eval.perplexity import measure_perplexity, precheck_seqlen
     from moequant.eval.provenance import model_provenance, run_metadata
@@ -60,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     )
     device = resolve_device(args.device)
     reference_device = resolve_device(args.reference_device) if args.reference_device else device
-    dtype = pick_dtype(args.dtype, device)
+    dtype = eval_dtype(args.dtype, device)
     started = time.perf_counter()
     for spec in filter(None, (args.model, args.reference)):
         precheck_seqlen(spec, config.seqlen, args.trust_remote_code)

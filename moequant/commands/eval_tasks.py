@@ -32,8 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import lm_eval
 
-    from moequant.commands.eval_ppl import pick_dtype
-    from moequant.eval.config import TaskConfig
+    from moequant.eval.config import TaskConfig, eval_dtype
     from moequant.eval.lm_eval_bridge import prepare_tasks, run_tasks
     from moequant.eval.provenance import model_provenance, run_metadata
     from moequant.models.loading import load_model, load_tokenizer
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     device = resolve_device(args.device)
-    dtype = pick_dtype(args.dtype, device)
+    dtype = eval_dtype(args.dtype, device)
     started = time.perf_counter()
     prepared = prepare_tasks(config)
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import torch
+
 from moequant.errors import UsageError
+from moequant.runtime import resolve_dtype
 
 HUB_DATASETS = ("wikitext2", "c4")
 TEXT_PREFIX = "text:"
@@ -17,6 +20,13 @@ def check_dataset_spec(spec: str) -> None:
     if spec.startswith(TEXT_PREFIX) and spec[len(TEXT_PREFIX) :]:
         return
     raise UsageError(f"unknown dataset {spec!r}; allowed: {', '.join(HUB_DATASETS)}, text:PATH")
+
+
+def eval_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` is float16 on CUDA, as the reference code evaluates, and float32 on CPU where half is slow."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return resolve_dtype(name)
 
 
 @dataclass

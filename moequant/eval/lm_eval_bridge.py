@@ -102,7 +102,7 @@ def prepare_tasks(config: TaskConfig) -> PreparedTasks:
         groups, tasks = loaded["groups"], loaded["tasks"]
         top = groups.get(request.name) or tasks.get(request.name)
         built[request.name] = [top] if top is not None else list(tasks.values())
-        unsafe = [name for name, task in tasks.items() if getattr(task, "UNSAFE_CODE", False) or task.config.unsafe_code]
+        unsafe = [name for name, task in tasks.items() if getattr(task, "UNSAFE_CODE", False) or getattr(task.config, "unsafe_code", False)]
         if unsafe and not config.allow_code_execution:
             raise UsageError(
                 f"task {', '.join(unsafe)} executes model-generated code; pass --allow-code-execution to run it"

@@ -29,7 +29,7 @@ MANIFEST = "tasks.json"
 SPLIT_FILES = {"test": "test.txt", "validation": "validation.txt"}
 _LONG_LINE = 200
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_LAST_WORD = re.compile(r"(\w+)[^\w\s]*")
+_LAST_WORD = re.compile(r"(-?\w+)[^\w\s]*")
 
 
 @dataclass(frozen=True)

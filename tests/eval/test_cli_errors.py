@@ -100,3 +100,8 @@ def test_task_dataset_unavailable_offline_names_task_and_dataset(model_dir, tmp_
 def test_make_tasks_bad_input(tmp_path, capsys) -> None:
     _fails(["make-tasks", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "t")], capsys, "does not exist")
     _fails(["make-tasks", "--data", str(tmp_path), "--out", str(tmp_path / "t"), "--docs", "0"], capsys, "docs_per_task")
+
+
+def test_unknown_dtype(model_dir, tmp_path, capsys) -> None:
+    argv = ["eval-ppl", "--model", str(model_dir), "--dataset", "c4", "--dtype", "float8"]
+    _fails([*argv, "--out", str(tmp_path / "o.json")], capsys, "unknown dtype 'float8'")

@@ -78,3 +78,13 @@ def test_bad_inputs_are_one_line_errors(tmp_path) -> None:
         LocalTaskConfig(group="my tasks")
     with pytest.raises(UsageError, match="choices"):
         LocalTaskConfig(choices=1)
+
+
+def test_cloze_asks_for_the_final_answer_including_its_sign() -> None:
+    import random
+
+    from moequant.eval.local_tasks import cloze_docs
+
+    text = "Q: 41 - 84 * 11 = ?\nA: 84 * 11 = 924; 41 - 924 = -883. The answer is -883.\n"
+    docs = cloze_docs(segment(text), LocalTaskConfig(), random.Random(0))
+    assert docs == [{"context": "Q: 41 - 84 * 11 = ?\nA: 84 * 11 = 924; 41 - 924 = -883. The answer is", "target": " -883"}]
