@@ -47,7 +47,11 @@ def load_model(
     device: str | torch.device = "cpu",
     trust_remote_code: bool = False,
 ) -> nn.Module:
-    """The model behind `spec`, in eval mode; quantized checkpoints come back dequantized."""
+    """The model behind `spec`, in eval mode; quantized checkpoints come back dequantized.
+
+    A rotated directory saved with online Hadamard transforms gets them re-installed, since
+    its weights compute the original function only together with those runtime transforms.
+    """
     if is_quantized_checkpoint(spec):
         from moequant.quant.checkpoint import load_quantized
 
@@ -58,7 +62,12 @@ def load_model(
     check_model_type(getattr(config, "model_type", None))
     source = str(Path(spec).expanduser()) if Path(spec).expanduser().is_dir() else spec
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if Path(source).is_dir():
+        from moequant.rotation.artifact import restore_online_hadamard
+
+        restore_online_hadamard(model, source)
+    return model
 
 
 def load_tokenizer(spec: str, trust_remote_code: bool = False):
