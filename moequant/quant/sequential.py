@@ -1,8 +1,9 @@
 """GPTQ and AGQ-GPTQ over one decoder layer, stage by stage (SPEC §6).
 
-Stages, one calibration pass each, in the order their inputs become final:
-attention readers → attention inner (MLA) → attention writers → routing (router, shared
-gate) → every gate/up (routed experts and shared experts) → every down. Routing
+Stages, in the order their inputs become final: attention readers → attention inner (MLA)
+→ attention writers → routing (router, shared gate) → every gate/up (routed experts and
+shared experts) → every down. Each attention stage is one calibration pass; the MoE block's
+input is final after the writers, so one pass captures it for the three MoE stages. Routing
 coefficients for AGQ come from the already-quantized router and shared gate, so they
 match what the quantized model computes. Linears that receive the very same input tensor
 share one Hessian and are solved as one stacked matrix; all experts of a projection are
@@ -138,6 +139,7 @@ class GPTQLayer:
             solve_targets(ctx, routing, self.collect(ctx, mlp, accumulate)[None])
         self.expert_stage(ctx, mlp, ("gate", "up"))
         self.expert_stage(ctx, mlp, ("down",))
+        del ctx.state["moe_inputs"]
 
     def stack(self, ctx: LayerContext, members: int, x: torch.Tensor) -> HessianStack:
         return HessianStack(members, x.shape[-1], hessian_dtype(ctx.config), ctx.device)
@@ -148,12 +150,19 @@ class GPTQLayer:
         mlp: MoEBlock,
         accumulate: Callable[[torch.Tensor, dict], None],
     ) -> dict:
-        """Run the calibration batch to the MoE block and accumulate from its input tokens [T, H]."""
+        """Accumulate Hessians from the MoE block's input tokens [T, H], micro-batch by micro-batch.
+
+        The block input is final once attention is quantized, so it is captured in one pass
+        and kept for the routing, gate/up and down stages instead of re-running attention.
+        """
+        if "moe_inputs" not in ctx.state:
+            name = ctx.layer.mlp_name
+            ctx.state["moe_inputs"] = [
+                inputs[name].reshape(-1, inputs[name].shape[-1]) for inputs in ctx.each_batch({name: mlp.module})
+            ]
         hessians: dict = {}
-        name = ctx.layer.mlp_name
-        for inputs in ctx.each_batch({name: mlp.module}):
-            x = inputs[name]
-            accumulate(x.reshape(-1, x.shape[-1]), hessians)
+        for x in ctx.state["moe_inputs"]:
+            accumulate(x, hessians)
         return hessians
 
     def expert_stage(self, ctx: LayerContext, mlp: MoEBlock, projections: tuple[str, ...]) -> None:
