@@ -100,14 +100,18 @@ def prepare_tasks(config: TaskConfig) -> PreparedTasks:
         except (OSError, datasets.exceptions.DatasetsError) as err:
             raise UsageError(_dataset_message(request.name, err)) from None
         groups, tasks = loaded["groups"], loaded["tasks"]
-        top = groups.get(request.name) or tasks.get(request.name)
+        top = groups[request.name] if request.name in groups else tasks.get(request.name)
         built[request.name] = [top] if top is not None else list(tasks.values())
-        unsafe = [name for name, task in tasks.items() if getattr(task, "UNSAFE_CODE", False) or getattr(task.config, "unsafe_code", False)]
+        unsafe = [name for name, task in tasks.items() if _runs_code(task)]
         if unsafe and not config.allow_code_execution:
             raise UsageError(
                 f"task {', '.join(unsafe)} executes model-generated code; pass --allow-code-execution to run it"
             )
     return PreparedTasks(manager, requests, built)
+
+
+def _runs_code(task: Any) -> bool:
+    return bool(getattr(task, "UNSAFE_CODE", False) or getattr(task.config, "unsafe_code", False))
 
 
 def _dataset_message(task: str, err: BaseException) -> str:
