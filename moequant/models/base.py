@@ -187,6 +187,14 @@ class Attention:
     readers: dict[str, nn.Linear]
     writers: dict[str, nn.Linear]
     inner: dict[str, nn.Linear] = field(default_factory=dict)
+    value: nn.Linear | None = None
+    value_rows: torch.Tensor | None = None
+    """For each input channel of the writer (o_proj), the row of `value` that produces it.
+
+    Attention mixes tokens but never channels of V, so scaling a row of `value` scales
+    exactly the writer inputs it feeds (all heads of its group under GQA); AWQ folds o_proj
+    input scales this way. None where the family's layout is not known to be linear in V.
+    """
 
 
 @dataclass

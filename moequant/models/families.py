@@ -70,6 +70,32 @@ def _mixtral_linear_gate(top_k: int) -> Callable[[object], tuple[torch.Tensor, t
     return parse
 
 
+def _value_source(attn: nn.Module, writer: nn.Linear | None) -> tuple[nn.Linear | None, torch.Tensor | None]:
+    """The linear producing V and, per writer input channel, its row (see `Attention.value_rows`).
+
+    Grouped-query attention repeats kv head g for query heads g·n_rep … g·n_rep + n_rep − 1;
+    MLA's `kv_b_proj` holds, per head, the no-rope key rows followed by the value rows.
+    """
+    if writer is None:
+        return None, None
+    v_proj, kv_b = getattr(attn, "v_proj", None), getattr(attn, "kv_b_proj", None)
+    if isinstance(v_proj, nn.Linear) and isinstance(getattr(attn, "head_dim", None), int):
+        head_dim, n_rep = attn.head_dim, int(getattr(attn, "num_key_value_groups", 1))
+        heads = writer.in_features // head_dim
+        kv_head = torch.arange(heads) // n_rep
+        rows = (kv_head[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
+        value = v_proj
+    elif isinstance(kv_b, nn.Linear) and all(hasattr(attn, a) for a in ("num_heads", "qk_nope_head_dim", "v_head_dim")):
+        nope, v_dim, heads = attn.qk_nope_head_dim, attn.v_head_dim, attn.num_heads
+        rows = (torch.arange(heads)[:, None] * (nope + v_dim) + nope + torch.arange(v_dim)).reshape(-1)
+        value = kv_b
+    else:
+        return None, None
+    if rows.numel() != writer.in_features or int(rows.max()) >= value.out_features:
+        return None, None
+    return value, rows
+
+
 @dataclass(frozen=True)
 class Family:
     """Per-family facts the generic walker cannot infer from structure alone."""
@@ -105,7 +131,9 @@ class Family:
         def pick(names: tuple[str, ...]) -> dict[str, nn.Linear]:
             return {n: getattr(attn, n) for n in names if isinstance(getattr(attn, n, None), nn.Linear)}
 
-        return Attention(attn, pick(_ATTENTION_READERS), pick(_ATTENTION_WRITERS), pick(_ATTENTION_INNER))
+        writers = pick(_ATTENTION_WRITERS)
+        value, rows = _value_source(attn, writers.get("o_proj"))
+        return Attention(attn, pick(_ATTENTION_READERS), writers, pick(_ATTENTION_INNER), value, rows)
 
     def layer(self, index: int, module: nn.Module, config: object) -> DecoderLayer:
         mlp_name = next(n for n in _MLP_NAMES if hasattr(module, n))
