@@ -21,6 +21,11 @@ include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/report.smk"
 
 
+localrules:
+    all,
+    table_spec,
+
+
 rule all:
     input:
         table_outputs(),

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from moequant.report import build_report, discover_spec, load_spec
-
 NAME = "tables"
 HELP = "Aggregate evaluation results and calibration summaries into the paper's tables and plots."
 
@@ -20,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # pandas and matplotlib load only when tables are made: every other verb's startup stays lean.
+    from moequant.report import build_report, discover_spec, load_spec
+
     spec = load_spec(args.spec) if args.spec else discover_spec(args.results)
     written = build_report(args.results, args.out, spec)
     print(f"{args.out}: {len(spec.tables)} tables, {len(written)} files")

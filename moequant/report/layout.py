@@ -74,7 +74,13 @@ def _task_accuracy(metrics: dict[str, Any]) -> float | None:
 
 
 def task_accuracies(payload: dict[str, Any]) -> dict[str, float]:
-    block = payload.get("results") if isinstance(payload.get("results"), dict) else payload.get("tasks", payload)
+    """Task → accuracy in percent; `eval-tasks`' own headline `summary` wins over raw lm-eval results."""
+    for key in ("summary", "results", "tasks"):
+        if isinstance(payload.get(key), dict):
+            block = payload[key]
+            break
+    else:
+        block = payload
     found = {}
     for task, metrics in (block or {}).items():
         if isinstance(metrics, dict):

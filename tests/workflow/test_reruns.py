@@ -6,6 +6,7 @@ and asks `snakemake -n` which jobs it would run.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import yaml
@@ -92,3 +93,13 @@ def test_failed_job_leaves_no_output_and_fails_the_run(run_copy):
     assert "Error in rule eval_ppl" in result.stdout + result.stderr
     assert not target.exists(), "the half-written output of a failed job must be removed"
     assert planned_jobs(snakemake(root, env, "-n", *TEST_CONFIG)) == {"eval_ppl": 1, "tables": 1, "all": 1}
+
+
+def test_html_report_holds_the_tables_and_plots(run_copy):
+    root, env = run_copy
+    result = snakemake(root, env, *TEST_CONFIG, "--report", "report.zip")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    with zipfile.ZipFile(root / "report.zip") as archive:
+        names = archive.namelist()
+    for expected in ("main.csv", "calibration.csv", "ppl_vs_bits-demo.png", "expert_usage-demo.png"):
+        assert any(name.endswith(expected) for name in names), (expected, names)

@@ -393,7 +393,9 @@ def demo_args(model):
     args = [f"--family {demo['family']}", f"--seed {demo['seed']}"]
     if "steps" in demo:
         args.append(f"--steps {demo['steps']}")
-    return " ".join(args)
+    if demo["tiny"]:
+        args.append("--tiny")
+    return " ".join(args + ["--quiet"])
 
 
 def calibrate_args(model, calib):
