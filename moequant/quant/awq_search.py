@@ -127,7 +127,6 @@ class ScaleChoice:
     scales: torch.Tensor
     alpha: torch.Tensor
     loss: torch.Tensor
-    rtn_loss: torch.Tensor
 
 
 def search_scales(
@@ -138,12 +137,10 @@ def search_scales(
     Ties keep the smaller α, so a member with no calibration tokens (loss 0 everywhere)
     keeps s = 1 when α = 0 is on the grid.
     """
-    best_s = best_alpha = best_loss = rtn_loss = None
+    best_s = best_alpha = best_loss = None
     for alpha in settings.alphas():
         s = scales_from_stat(stat, alpha)
         current = loss(s)
-        if alpha == 0:
-            rtn_loss = current
         if best_loss is None:
             best_s, best_loss = s, current
             best_alpha = torch.full_like(current, alpha)
@@ -153,7 +150,7 @@ def search_scales(
         best_loss = torch.where(better, current, best_loss)
         best_alpha = torch.where(better, torch.full_like(current, alpha), best_alpha)
     assert best_s is not None and best_loss is not None and best_alpha is not None
-    return ScaleChoice(best_s, best_alpha, best_loss, best_loss if rtn_loss is None else rtn_loss)
+    return ScaleChoice(best_s, best_alpha, best_loss)
 
 
 def _grouped(t: torch.Tensor, group: int) -> torch.Tensor:
