@@ -18,12 +18,12 @@ import moequant
 from moequant.artifacts import file_sha256
 from moequant.calib.balance import expert_usage, layer_sigma, sigma
 from moequant.calib.config import CalibConfig
-from moequant.calib.corpora import load_hub_documents, read_text_file
 from moequant.calib.ebss import ebss_generate, first_tokens
 from moequant.calib.measure import measure
 from moequant.calib.records import CalibrationRecord, tokenizer_fingerprint, write_calibration
 from moequant.calib.vocab import tokenizer_allowed_mask
 from moequant.calib.windows import text_windows
+from moequant.corpora import load_hub_documents, read_text_file
 from moequant.errors import require
 from moequant.models import adapt
 
@@ -47,7 +47,7 @@ def source_windows(tokenizer: Any, config: CalibConfig) -> torch.Tensor:
     if config.text_path is not None:
         documents, name = read_text_file(config.text_path), config.text_path
     else:
-        documents, name = load_hub_documents(config.source, config.data_path), config.source
+        documents, name = load_hub_documents(config.source, "calibration", config.data_path), config.source
     return text_windows(tokenizer, documents, config.nsamples, config.seqlen, config.seed, name)
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from moequant.errors import UsageError
-from moequant.eval.datasets import HUB_SOURCES, load_eval_text, read_text_file
+from moequant.eval.datasets import HUB_SOURCES, load_eval_text
 
 WIKI_ROWS = ["", " = Title = \n", "", " First paragraph . \n", " Second one . \n"]
 
@@ -19,7 +19,7 @@ def test_text_files_are_read_as_one_stream(tmp_path) -> None:
     assert text.documents == ["hello\nworld\n"] and text.protocol == "consecutive"
     jsonl = tmp_path / "b.jsonl"
     jsonl.write_text(json.dumps({"text": "one"}) + "\n\n" + json.dumps({"text": "two"}) + "\n")
-    assert read_text_file(str(jsonl)) == "one\n\ntwo"
+    assert load_eval_text(f"text:{jsonl}").documents == ["one\n\ntwo"]
 
 
 def test_fingerprint_follows_the_text(tmp_path) -> None:
@@ -57,28 +57,3 @@ def test_c4_from_a_local_jsonl_keeps_documents_apart(tmp_path) -> None:
     path.write_text("".join(json.dumps({"text": t, "url": "u"}) + "\n" for t in ["doc one", "", "doc two"]))
     text = load_eval_text("c4", data_path=str(path))
     assert text.protocol == "random" and text.documents == ["doc one", "doc two"]
-
-
-def test_local_copy_errors_name_the_dataset(tmp_path) -> None:
-    with pytest.raises(UsageError, match="local copy of dataset 'c4'.*does not exist"):
-        load_eval_text("c4", data_path=str(tmp_path / "missing"))
-    path = tmp_path / "rows.jsonl"
-    path.write_text(json.dumps({"body": "x"}) + "\n")
-    with pytest.raises(UsageError, match="has no 'text' column"):
-        load_eval_text("wikitext2", data_path=str(path))
-
-
-def test_hub_dataset_unreachable_offline_names_dataset_and_option(tmp_path, monkeypatch) -> None:
-    import datasets
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(UsageError) as caught:
-        load_eval_text("wikitext2")
-    message = str(caught.value)
-    assert "'wikitext2'" in message and "Salesforce/wikitext" in message and "--data-path" in message
-    assert "\n" not in message
