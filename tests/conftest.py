@@ -48,3 +48,25 @@ def make_tiny(remote_deepseek_dir):
         return tiny_model(layout, seed=seed, dtype=dtype)
 
     return build
+
+
+TRAINED_DEMO_SHAPE = dict(hidden_size=64, intermediate_size=128, num_layers=4)
+"""The demo's width at 4 layers: trained enough in ~2 minutes for methods to separate at W3."""
+
+
+@pytest.fixture(scope="session")
+def trained_demo_dir(tmp_path_factory: pytest.TempPathFactory):
+    """One trained demo per test session, shared by every test that compares methods on it."""
+    demo = pytest.importorskip("moequant.demo")
+    return demo.build_demo(
+        tmp_path_factory.mktemp("trained-demo") / "model", steps=500, seed=0, tiny=True, **TRAINED_DEMO_SHAPE
+    )
+
+
+def demo_windows(directory, split: str, count: int, seqlen: int = 64) -> torch.Tensor:
+    """`count` consecutive windows of the demo's mixed-domain `split` text, as token ids."""
+    from moequant.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(str(directory))
+    text = (directory / "data" / "mixed" / f"{split}.txt").read_text()
+    return torch.tensor(tokenizer(text)["input_ids"][: count * seqlen]).reshape(count, seqlen)

@@ -1,6 +1,6 @@
 """W3 on a trained demo MoE: AWQ's perplexity must not exceed RTN's (SPEC §7's awq row).
 
-The demo is 64 wide with 4 layers, trained for 300 steps on the tiny corpus; calibration
+The demo is the session's shared trained demo (64 wide, 4 layers, 500 steps, tiny corpus); calibration
 windows come from its train split, perplexity and KL to the fp model from its test split.
 MoEQuant+ (agq_awq) is measured and printed beside them; the paper reports it between
 AWQ and GPTQ on real models, which a model this small cannot be expected to reproduce.
@@ -10,37 +10,15 @@ import pytest
 import torch
 
 from moequant.eval.perplexity import evaluate_windows
-from moequant.models.loading import load_model, load_tokenizer
+from moequant.models.loading import load_model
 from moequant.quant.config import QuantConfig
 from moequant.quant.registry import get
-
-demo = pytest.importorskip("moequant.demo")
-
-SEQLEN = 64
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    return demo.build_demo(
-        tmp_path_factory.mktemp("awq-demo") / "model",
-        steps=300,
-        seed=0,
-        tiny=True,
-        hidden_size=64,
-        intermediate_size=128,
-        num_layers=4,
-    )
-
-
-def windows(directory, split: str, count: int) -> torch.Tensor:
-    tokenizer = load_tokenizer(str(directory))
-    text = (directory / "data" / "mixed" / f"{split}.txt").read_text()
-    return torch.tensor(tokenizer(text)["input_ids"][: count * SEQLEN]).reshape(count, SEQLEN)
-
+from tests.conftest import demo_windows
 
 @pytest.mark.slow
-def test_w3_awq_perplexity_at_most_rtn(demo_dir):
-    calib, held_out = windows(demo_dir, "train", 64), windows(demo_dir, "test", 32)
+def test_w3_awq_perplexity_at_most_rtn(trained_demo_dir):
+    demo_dir = trained_demo_dir
+    calib, held_out = demo_windows(demo_dir, "train", 64), demo_windows(demo_dir, "test", 32)
     reference = load_model(str(demo_dir))
     results = {}
     for algo in ("rtn", "awq", "agq_awq"):
