@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -35,7 +36,7 @@ from moequant.quant.rtn import quantize_rtn
 NAMES = (*DOMAINS, MIXED)
 
 
-def perplexities(model: torch.nn.Module, tokenizer, texts: dict[str, str], seq_len: int) -> dict[str, float]:
+def perplexities(model: torch.nn.Module, tokenizer: Any, texts: dict[str, str], seq_len: int) -> dict[str, float]:
     return {name: result.ppl for name, result in evaluate_texts(model, tokenizer, texts, seq_len).items()}
 
 
