@@ -26,7 +26,7 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _no_data(figure: Any, axes: Any, message: str) -> None:
+def _no_data(axes: Any, message: str) -> None:
     axes.axis("off")
     axes.text(0.5, 0.5, message, ha="center", va="center", transform=axes.transAxes)
 
@@ -49,7 +49,7 @@ def ppl_vs_bits(spec: ReportSpec, layout: ResultsLayout, model: str, dataset: st
                 axes.plot(xs, ys, marker="o", label=method.label)
                 plotted = True
     if not plotted:
-        _no_data(figure, axes, f"no perplexity results for {spec.models.get(model, model)}")
+        _no_data(axes, f"no perplexity results for {spec.models.get(model, model)}")
         return _png(figure)
     bits = sorted({b for m in spec.methods.values() for b in m.bits if b != FP_BITS})
     axes.set_xticks(bits)
@@ -70,7 +70,7 @@ def expert_usage(spec: ReportSpec, layout: ResultsLayout, model: str) -> bytes:
             summaries.append((label, np.asarray(usage, dtype=float), summary.get("sigma")))
     if not summaries:
         figure, axes = plt.subplots(figsize=(4, 2))
-        _no_data(figure, axes, f"no calibration summaries for {spec.models.get(model, model)}")
+        _no_data(axes, f"no calibration summaries for {spec.models.get(model, model)}")
         return _png(figure)
     vmax = max(float(usage.max()) for _, usage, _ in summaries)
     figure, grid = plt.subplots(1, len(summaries), figsize=(3.2 * len(summaries), 3), squeeze=False)
