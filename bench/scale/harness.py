@@ -10,6 +10,7 @@ expert activations for the down Hessians, the final output pass and the layer's 
 from __future__ import annotations
 
 import gc
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -149,7 +150,7 @@ def quantize_phase(model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor,
     gc.collect()
     rss_end = rss_bytes()
     held = sum(t.nbytes for w in result.weights.values() for t in (w.codes, w.scale, w.zero))
-    quantized = sum(w.codes.numel() for w in result.weights.values())
+    quantized = sum(math.prod(w.shape) for w in result.weights.values())
     del result
     bounds = [*starts, end]
     for layer, start, stop in zip(adapter.layers, bounds, bounds[1:]):

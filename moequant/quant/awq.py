@@ -177,7 +177,7 @@ class LayerRun:
             target.write(w / s[:, :, None].to(w.dtype))
         else:
             quantized.scale.div_(s[:, :, None].to(quantized.scale.device, quantized.scale.dtype))
-            target.write(quantized.dequantize())
+            target.write(quantized.unpacked().dequantize())
         if module is not None and module.bias is not None:
             module.bias.data.div_(s[0].to(module.bias.dtype))
 

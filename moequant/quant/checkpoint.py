@@ -66,12 +66,12 @@ def save_quantized(
     tensors: dict[str, torch.Tensor] = {}
     shapes: dict[str, Any] = {}
     for address, weight in result.weights.items():
-        tensors[f"{address}.codes"] = pack(weight.codes, weight.bits)
+        tensors[f"{address}.codes"] = weight.codes
         tensors[f"{address}.scale"] = weight.scale.contiguous()
         if not weight.sym:
             tensors[f"{address}.zero"] = pack(weight.zero.to(torch.uint8), weight.bits)
         shapes[address] = {
-            "shape": list(weight.codes.shape),
+            "shape": list(weight.shape),
             "groups": weight.scale.shape[-1],
             "bits": weight.bits,
             "sym": weight.sym,

@@ -11,8 +11,10 @@ import math
 from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 
+import torch
+
 from moequant.artifacts import atomic_file
-from moequant.quant.grid import QuantizedWeight
+from moequant.quant.grid import QuantizedWeight, pack, unpack
 
 
 @dataclass
@@ -28,14 +30,38 @@ class ReportRow:
 
 
 @dataclass
+class PackedWeight:
+    """A quantized weight as it is kept until the checkpoint is written: codes bit-packed.
+
+    One uint8 per code would hold half an fp16 model's size on the host for the whole run
+    (at W4); packing as each layer finishes keeps it at bits/16 of it.
+    """
+
+    codes: torch.Tensor
+    shape: tuple[int, ...]
+    scale: torch.Tensor
+    zero: torch.Tensor
+    bits: int
+    sym: bool
+
+    @classmethod
+    def of(cls, weight: QuantizedWeight) -> PackedWeight:
+        return cls(
+            pack(weight.codes, weight.bits), tuple(weight.codes.shape), weight.scale.cpu(), weight.zero.cpu(),
+            weight.bits, weight.sym,
+        )
+
+    def unpacked(self) -> QuantizedWeight:
+        return QuantizedWeight(unpack(self.codes, self.bits, self.shape), self.scale, self.zero, self.bits, self.sym)
+
+
+@dataclass
 class QuantResult:
-    weights: dict[str, QuantizedWeight] = field(default_factory=dict)
+    weights: dict[str, PackedWeight] = field(default_factory=dict)
     rows: list[ReportRow] = field(default_factory=list)
 
     def add(self, address: str, weight: QuantizedWeight, rows: list[ReportRow]) -> None:
-        self.weights[address] = QuantizedWeight(
-            weight.codes.cpu(), weight.scale.cpu(), weight.zero.cpu(), weight.bits, weight.sym
-        )
+        self.weights[address] = PackedWeight.of(weight)
         self.rows.extend(rows)
 
     def summary(self) -> dict[str, object]:
