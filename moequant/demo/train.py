@@ -20,7 +20,8 @@ from transformers import AutoModelForCausalLM, DeepseekV3Config, MixtralConfig, 
 
 from moequant.demo.corpus import DOMAINS
 from moequant.demo.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from moequant.models import adapt
+from moequant.models import ModelAdapter, adapt
+from moequant.models.routing import capture_routing
 
 FAMILIES: tuple[str, ...] = ("mixtral", "qwen2_moe", "deepseek_v3")
 DEFAULT_STEPS = 2000
@@ -172,7 +173,7 @@ def sample_batch(streams: Mapping[str, torch.Tensor], shape: DemoShape, step: in
     return torch.stack(rows)
 
 
-def balance_loss(records: list[tuple[torch.Tensor, torch.Tensor]], num_experts: int) -> torch.Tensor:
+def balance_loss(adapter: ModelAdapter, records: Mapping[int, list[tuple[torch.Tensor, ...]]]) -> torch.Tensor:
     """Switch-Transformer balance loss computed per MoE layer, then averaged over layers.
 
     transformers' own auxiliary loss pools counts over all layers, which lets individual
@@ -180,32 +181,13 @@ def balance_loss(records: list[tuple[torch.Tensor, torch.Tensor]], num_experts: 
     every expert alive while each domain alone still routes unevenly.
     """
     losses = []
-    for logits, ids in records:
-        probs = torch.softmax(logits.float(), dim=-1).mean(dim=0)
-        counts = torch.bincount(ids.reshape(-1), minlength=num_experts).float()
-        losses.append(num_experts * torch.sum(probs * counts / counts.sum()))
-    return torch.stack(losses).mean()
-
-
-@contextlib.contextmanager
-def router_outputs(model: nn.Module) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
-    """(logits with gradient, top-k ids) of every router call, in call order."""
-    adapter = adapt(model)
-    records: list[tuple[torch.Tensor, torch.Tensor]] = []
-    handles = []
+    num_experts = adapter.num_experts
     for layer in adapter.moe_layers:
-        router = layer.mlp.router
-
-        def hook(_module: nn.Module, _inputs: object, output: tuple, parse=router.parse) -> None:
-            ids, _coeffs = parse(output)
-            records.append((output[0], ids.detach()))
-
-        handles.append(router.module.register_forward_hook(hook))
-    try:
-        yield records
-    finally:
-        for handle in handles:
-            handle.remove()
+        for ids, _coeffs, hidden in records[layer.index]:
+            probs = torch.softmax(layer.mlp.router.logits(hidden), dim=-1).mean(dim=0)
+            counts = torch.bincount(ids.reshape(-1), minlength=num_experts).float()
+            losses.append(num_experts * torch.sum(probs * counts / counts.sum()))
+    return torch.stack(losses).mean()
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -228,18 +210,19 @@ def train(
     optimizer = torch.optim.AdamW(
         _param_groups(model, settings.weight_decay), lr=settings.lr, betas=(0.9, 0.95), eps=1e-8
     )
-    num_experts = adapt(model).num_experts
+    adapter = adapt(model)
     losses: list[float] = []
     model.train()
     bar = tqdm(range(settings.steps), desc="build-demo", disable=not progress, mininterval=2.0)
-    with router_outputs(model) as records:
+    with capture_routing(adapter, keep_inputs=True) as records:
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, settings)
             batch = sample_batch(streams, shape, step, generator)
-            records.clear()
+            for calls in records.values():
+                calls.clear()
             lm_loss = model(input_ids=batch, labels=batch, use_cache=False).loss
-            loss = lm_loss + settings.aux_loss_coef * balance_loss(records, num_experts)
+            loss = lm_loss + settings.aux_loss_coef * balance_loss(adapter, records)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             optimizer.step()

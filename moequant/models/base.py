@@ -142,6 +142,11 @@ class Router:
         """(top-k expert ids [T, k], coefficients [T, k]) for tokens `hidden` [..., H]."""
         return self.parse(self.module(hidden.reshape(-1, hidden.shape[-1])))
 
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Raw router scores [T, E] in float32, differentiable: every family's score function
+        starts from this linear map, so balance losses need nothing family-specific."""
+        return torch.nn.functional.linear(hidden.reshape(-1, hidden.shape[-1]).float(), self.linear_weight.float())
+
 
 @dataclass
 class MoEBlock:
