@@ -7,7 +7,6 @@ AWQ and GPTQ on real models, which a model this small cannot be expected to repr
 """
 
 import pytest
-import torch
 
 from moequant.eval.perplexity import evaluate_windows
 from moequant.models.loading import load_model
