@@ -183,8 +183,8 @@ def balance_loss(adapter: ModelAdapter, records: Mapping[int, list[tuple[torch.T
     losses = []
     num_experts = adapter.num_experts
     for layer in adapter.moe_layers:
-        for ids, _coeffs, hidden in records[layer.index]:
-            probs = torch.softmax(layer.mlp.router.logits(hidden), dim=-1).mean(dim=0)
+        for ids, _coeffs, logits in records[layer.index]:
+            probs = torch.softmax(logits.float(), dim=-1).mean(dim=0)
             counts = torch.bincount(ids.reshape(-1), minlength=num_experts).float()
             losses.append(num_experts * torch.sum(probs * counts / counts.sum()))
     return torch.stack(losses).mean()
@@ -214,7 +214,7 @@ def train(
     losses: list[float] = []
     model.train()
     bar = tqdm(range(settings.steps), desc="build-demo", disable=not progress, mininterval=2.0)
-    with capture_routing(adapter, keep_inputs=True) as records:
+    with capture_routing(adapter, keep_logits=True) as records:
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, settings)

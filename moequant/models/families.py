@@ -96,6 +96,21 @@ def _value_source(attn: nn.Module, writer: nn.Linear | None) -> tuple[nn.Linear 
     return value, rows
 
 
+def _topk_router_logits(output: object) -> torch.Tensor:
+    return output[0]  # type: ignore[index]
+
+
+def _linear_gate_logits(output: object) -> torch.Tensor:
+    return output  # type: ignore[return-value]
+
+
+def _no_logits(family: str) -> Callable[[object], torch.Tensor]:
+    def missing(_output: object) -> torch.Tensor:
+        raise NotImplementedError(f"{family} routers do not return their raw scores")
+
+    return missing
+
+
 @dataclass(frozen=True)
 class Family:
     """Per-family facts the generic walker cannot infer from structure alone."""
@@ -110,9 +125,10 @@ class Family:
         if isinstance(gate, nn.Linear):
             top_k = int(getattr(mlp, "top_k", getattr(config, "num_experts_per_tok", 2)))
             gate.top_k = top_k
-            return Router(gate, gate.weight, _mixtral_linear_gate(top_k))
-        parse = _parse_remote_deepseek_gate if self.remote_gate else _parse_topk_router
-        return Router(gate, gate.weight, parse, getattr(gate, "e_score_correction_bias", None))
+            return Router(gate, gate.weight, _mixtral_linear_gate(top_k), _linear_gate_logits)
+        if self.remote_gate:
+            return Router(gate, gate.weight, _parse_remote_deepseek_gate, _no_logits(self.name))
+        return Router(gate, gate.weight, _parse_topk_router, _topk_router_logits, getattr(gate, "e_score_correction_bias", None))
 
     def experts(self, mlp: nn.Module) -> ExpertBank:
         experts = mlp.experts

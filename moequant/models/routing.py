@@ -15,24 +15,23 @@ from moequant.models.base import ModelAdapter
 
 
 @contextlib.contextmanager
-def capture_routing(adapter: ModelAdapter, keep_inputs: bool = False) -> Iterator[dict[int, list[tuple[torch.Tensor, ...]]]]:
+def capture_routing(adapter: ModelAdapter, keep_logits: bool = False) -> Iterator[dict[int, list[tuple[torch.Tensor, ...]]]]:
     """Record (ids [T, k], coefficients [T, k]) per MoE layer index for every router call.
 
-    With `keep_inputs` each record also holds the router's input [T, H], not detached, so a
-    training loss can be built on `Router.logits` of it.
+    With `keep_logits` each record also holds the router's raw scores [T, E] with their
+    gradient (`Router.logits`), so a training loss can be built on them.
     """
     records: dict[int, list[tuple[torch.Tensor, ...]]] = {layer.index: [] for layer in adapter.moe_layers}
     handles = []
     for layer in adapter.moe_layers:
         router = layer.mlp.router
 
-        def hook(_module, inputs, output, index=layer.index, parse=router.parse):
-            ids, coeffs = parse(output)
+        def hook(_module, _inputs, output, index=layer.index, router=router):
+            ids, coeffs = router.parse(output)
             k = ids.shape[-1]
             record = (ids.detach().reshape(-1, k), coeffs.detach().reshape(-1, k))
-            if keep_inputs:
-                hidden = inputs[0]
-                record = (*record, hidden.reshape(-1, hidden.shape[-1]))
+            if keep_logits:
+                record = (*record, router.logits(output))
             records[index].append(record)
 
         handles.append(router.module.register_forward_hook(hook))
