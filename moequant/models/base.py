@@ -136,20 +136,14 @@ class Router:
     module: nn.Module
     linear_weight: nn.Parameter
     parse: RouteParser
-    parse_logits: Callable[[object], torch.Tensor]
+    logits: Callable[[object], torch.Tensor]
+    """The raw scores [T, E] inside a router call's output, with their gradient: a balance loss
+    built on these trains exactly as the family's own auxiliary loss back-propagates."""
     score_bias: torch.Tensor | None = None
 
     def route(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(top-k expert ids [T, k], coefficients [T, k]) for tokens `hidden` [..., H]."""
         return self.parse(self.module(hidden.reshape(-1, hidden.shape[-1])))
-
-    def logits(self, output: object) -> torch.Tensor:
-        """The raw scores [T, E] inside a router call's `output`, with their gradient.
-
-        A balance loss built on these (not on a second matmul) trains exactly as the
-        family's own auxiliary loss would back-propagate through the router.
-        """
-        return self.parse_logits(output)
 
 
 @dataclass
