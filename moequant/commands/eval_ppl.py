@@ -1,21 +1,58 @@
-"""`moequant eval-ppl`: perplexity (and KL to a reference) of a model, checkpoint or Hub id."""
+"""`moequant eval-ppl`: perplexity (and KL to a reference) of a model, checkpoint or Hub id.
+
+Several `--dataset NAME=SPEC` share one model load and one reference load: on a laptop the
+process start-up and the loads cost more than a small text's forward, and on a cluster
+reading Mixtral twice per dataset is the expensive part.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from pathlib import Path
 
 from moequant.artifacts import write_json
 from moequant.errors import UsageError
 
 NAME = "eval-ppl"
 HELP = "Perplexity on wikitext2, c4 or text:PATH; with --reference also KL divergence and top-1 agreement."
+NAME_PLACEHOLDER = "{dataset}"
+_DATASET_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
+
+
+def parse_datasets(values: list[str], out: str) -> dict[str, str]:
+    """NAME=SPEC (or a bare SPEC, named after itself) → spec per name, checked against `--out`.
+
+    The name must be plain so `text:/a=b.txt` stays one spec: a left side holding ':' or '/'
+    is not a name.
+    """
+    datasets: dict[str, str] = {}
+    for value in values:
+        name, sep, spec = value.partition("=")
+        if not sep or not _DATASET_NAME.fullmatch(name):
+            name, spec = value, value
+        if name in datasets:
+            raise UsageError(f"dataset name {name!r} is given twice; each --dataset needs its own NAME=")
+        datasets[name] = spec
+    if len(datasets) > 1 and NAME_PLACEHOLDER not in out:
+        raise UsageError(f"--out {out!r} must contain {NAME_PLACEHOLDER} when several --dataset are given")
+    return datasets
+
+
+def output_path(out: str, name: str) -> str:
+    return out.replace(NAME_PLACEHOLDER, name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="HF id, model directory or quantized checkpoint directory")
-    parser.add_argument("--dataset", required=True, help="wikitext2, c4 or text:PATH (.txt or .jsonl with 'text')")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        action="append",
+        help="wikitext2, c4 or text:PATH (.txt or .jsonl with 'text'), optionally NAME=SPEC; repeat for several",
+    )
     parser.add_argument("--seqlen", type=int, default=2048, help="window length in tokens (default 2048)")
     parser.add_argument("--reference", help="full-precision model for KL(reference‖model) and top-1 agreement")
     parser.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
@@ -28,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, float32 on CPU) or a torch dtype name")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--out", required=True, help="output JSON file")
+    parser.add_argument("--out", required=True, help="output JSON file; with several datasets a path with {dataset}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from moequant.models.loading import load_model, load_tokenizer
     from moequant.runtime import resolve_device
 
-    config = PerplexityConfig(
-        dataset=args.dataset,
+    datasets = parse_datasets(args.dataset, args.out)
+    base = PerplexityConfig(
+        dataset=next(iter(datasets.values())),
         seqlen=args.seqlen,
         batch_size=args.batch_size,
         max_windows=args.max_windows,
@@ -48,13 +86,14 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         data_path=args.data_path,
     )
+    configs = {name: replace(base, dataset=spec) for name, spec in datasets.items()}
     device = resolve_device(args.device)
     reference_device = resolve_device(args.reference_device) if args.reference_device else device
     dtype = eval_dtype(args.dtype, device)
-    started = time.perf_counter()
     for spec in filter(None, (args.model, args.reference)):
-        precheck_seqlen(spec, config.seqlen, args.trust_remote_code)
-    text = load_eval_text(config.dataset, config.data_path)
+        precheck_seqlen(spec, base.seqlen, args.trust_remote_code)
+    texts = {name: load_eval_text(config.dataset, config.data_path) for name, config in configs.items()}
+    started = time.perf_counter()
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     model = load_model(args.model, dtype=dtype, device=device, trust_remote_code=args.trust_remote_code)
     reference = None
@@ -65,21 +104,26 @@ def run(args: argparse.Namespace) -> int:
                 f"reference {args.reference!r} has vocabulary size {reference.config.vocab_size}, "
                 f"the model {model.config.vocab_size}: KL needs the same vocabulary"
             )
-    measured = measure_perplexity(
-        model, tokenizer, config, reference=reference, progress=not args.no_progress, text=text
-    )
-    write_json(
-        args.out,
-        {
-            **measured,
-            "model": model_provenance(args.model),
-            "reference": model_provenance(args.reference) if args.reference else None,
-            "config": asdict(config),
-            **run_metadata(device, dtype, time.perf_counter() - started),
-        },
-    )
-    summary = f"ppl {measured['ppl']:.4f} over {measured['tokens']} tokens"
-    if reference is not None:
-        summary += f", kld {measured['kld']:.6f}, top1_agree {measured['top1_agree']:.4f}"
-    print(f"{args.dataset}: {summary} -> {args.out}")
+    load_seconds = time.perf_counter() - started
+    for name, config in configs.items():
+        measuring = time.perf_counter()
+        measured = measure_perplexity(
+            model, tokenizer, config, reference=reference, progress=not args.no_progress, text=texts[name]
+        )
+        out = output_path(args.out, name)
+        write_json(
+            out,
+            {
+                **measured,
+                "name": name,
+                "model": model_provenance(args.model),
+                "reference": model_provenance(args.reference) if args.reference else None,
+                "config": asdict(config),
+                **run_metadata(device, dtype, load_seconds + time.perf_counter() - measuring),
+            },
+        )
+        summary = f"ppl {measured['ppl']:.4f} over {measured['tokens']} tokens"
+        if reference is not None:
+            summary += f", kld {measured['kld']:.6f}, top1_agree {measured['top1_agree']:.4f}"
+        print(f"{name}: {summary} -> {out}")
     return 0

@@ -43,6 +43,9 @@ def _local_task(folder, name: str, **fields) -> None:
         (["--dataset", "wikitext2", "--seqlen", "4096"], "seqlen 4096 exceeds the model's maximum positions (128)"),
         (["--dataset", "c4", "--batch-size", "0"], "batch_size must be at least 1"),
         (["--dataset", "text:/nonexistent/file.txt", "--seqlen", "32"], "does not exist"),
+        (["--dataset", "a=c4", "--dataset", "b=wikitext2"], "must contain {dataset} when several --dataset"),
+        (["--dataset", "a=c4", "--dataset", "a=wikitext2"], "dataset name 'a' is given twice"),
+        (["--dataset", "b=ptb"], "unknown dataset 'ptb'"),
     ],
 )
 def test_eval_ppl_bad_input(model_dir, tmp_path, capsys, extra, expected) -> None:

@@ -66,6 +66,20 @@ def test_an_unquantized_model_directory_evaluates_identically(model, tokenizer, 
     assert measured["config"]["seqlen"] == 32 and measured["moequant_version"]
 
 
+def test_several_datasets_in_one_run_equal_one_run_each(model_dir, text_file, held_out_dir, tmp_path) -> None:
+    datasets = {"stdlib": f"text:{text_file}", "prose": f"text:{held_out_dir}/prose/test.txt"}
+    common = ["--model", str(model_dir), "--seqlen", "32", "--max-windows", "3", "--device", "cpu", "--no-progress"]
+    flags = [arg for name, spec in datasets.items() for arg in ("--dataset", f"{name}={spec}")]
+    assert main(["eval-ppl", *common, *flags, "--batch-size", "2", "--out", str(tmp_path / "ppl-{dataset}.json")]) == 0
+    for name, spec in datasets.items():
+        single = tmp_path / f"single-{name}.json"
+        assert main(["eval-ppl", *common, "--dataset", spec, "--out", str(single)]) == 0
+        together, alone = json.loads((tmp_path / f"ppl-{name}.json").read_text()), json.loads(single.read_text())
+        assert together["name"] == name and together["dataset"] == spec == alone["dataset"]
+        assert together["windows_sha256"] == alone["windows_sha256"]
+        assert together["ppl"] == pytest.approx(alone["ppl"], rel=1e-5)
+
+
 def test_a_local_task_runs_on_a_quantized_checkpoint_directory(model_dir, task_dir, text_file, tmp_path) -> None:
     pytest.importorskip("moequant.quant.checkpoint")
     checkpoint = tmp_path / "rtn-w3"

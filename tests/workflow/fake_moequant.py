@@ -33,6 +33,7 @@ def main(argv: list[str]) -> int:
         return real_main(argv)
     out = Path(_flag(rest, "--out") or "")
     if os.environ.get("FAKE_MOEQUANT_FAIL") == verb:
+        out = Path(str(out).replace("{dataset}", "mixed"))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("half-written\n")
         print(f"fake moequant: {verb} fails on purpose after writing {out}", file=sys.stderr)
@@ -54,9 +55,12 @@ def main(argv: list[str]) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "made-by.json").write_text(json.dumps({"verb": verb, "args": rest}))
     elif verb == "eval-ppl":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        result = {"ppl": _value(rest, 10.0, 10.0), "kld": _value(rest, 0.05, 0.0), "top1_agree": 0.9}
-        out.write_text(json.dumps(result))
+        names = [value.partition("=")[0] for flag, value in zip(rest, rest[1:]) if flag == "--dataset"]
+        for name in names:
+            path = Path(str(out).replace("{dataset}", name))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            result = {"ppl": _value(rest + [name], 10.0, 10.0), "kld": _value(rest + [name], 0.05, 0.0), "top1_agree": 0.9}
+            path.write_text(json.dumps(result))
     elif verb == "eval-tasks":
         out.parent.mkdir(parents=True, exist_ok=True)
         tasks = (_flag(rest, "--tasks") or "").split(",")

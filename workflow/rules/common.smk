@@ -140,7 +140,6 @@ wildcard_constraints:
     model=_alternatives(MODELS),
     method=_alternatives(METHODS),
     calib=_alternatives(CALIBS),
-    dataset=_alternatives(DATASETS),
     bits=r"\d+",
 
 
@@ -448,19 +447,26 @@ def is_fp(method):
 
 def eval_ppl_inputs(wildcards):
     model, method, bits = wildcards.model, wildcards.method, wildcards.bits
-    source = config["evaluation"]["ppl"]["datasets"][wildcards.dataset]
-    inputs = model_under_test_inputs(model, method, bits) + local_text_input(source, model)
+    inputs = model_under_test_inputs(model, method, bits)
+    for source in config["evaluation"]["ppl"]["datasets"].values():
+        inputs += local_text_input(source, model)
     if config["evaluation"]["ppl"]["kl"] and not is_fp(method):
         inputs += base_model_inputs(model)
     return sorted(set(inputs))
 
 
-def eval_ppl_args(model, method, dataset):
+def eval_ppl_args(model, method):
+    """Every configured dataset in one job: the model (and the fp reference) is loaded once."""
     ppl = config["evaluation"]["ppl"]
-    args = [f"--dataset {shlex.quote(resolve_source(ppl['datasets'][dataset], model))}", f"--seqlen {ppl['seqlen']}"]
+    args = [f"--dataset {shlex.quote(f'{name}={resolve_source(source, model)}')}" for name, source in ppl["datasets"].items()]
+    args += [f"--seqlen {ppl['seqlen']}", f"--batch-size {ppl['batch_size']}"]
     if ppl["kl"] and not is_fp(method):
         args.append(f"--reference {base_model(model)}")
     return " ".join(args + remote_code_flags(model))
+
+
+def eval_ppl_out(model, method, bits):
+    return shlex.quote(ppl_file(model, method, bits, "{dataset}"))
 
 
 def task_include(model):

@@ -1,20 +1,21 @@
-# Perplexity (with KL divergence and top-1 agreement to the fp model) per dataset, and the
-# lm-eval tasks, for every model × method × bit width a table reads.
+# Perplexity (with KL divergence and top-1 agreement to the fp model) on every configured
+# dataset in one job, and the lm-eval tasks, for every model × method × bit width a table reads.
 
 
 rule eval_ppl:
     input:
         eval_ppl_inputs,
     output:
-        ppl_file("{model}", "{method}", "{bits}", "{dataset}"),
+        [ppl_file("{model}", "{method}", "{bits}", dataset) for dataset in DATASETS],
     params:
         model=lambda wc: model_under_test(wc.model, wc.method, wc.bits),
-        args=lambda wc: eval_ppl_args(wc.model, wc.method, wc.dataset),
+        args=lambda wc: eval_ppl_args(wc.model, wc.method),
+        out=lambda wc: eval_ppl_out(wc.model, wc.method, wc.bits),
         code=CODE["eval_ppl"],
     log:
-        log_path("{model}", "eval", "{method}-w{bits}", "ppl-{dataset}"),
+        log_path("{model}", "eval", "{method}-w{bits}", "ppl"),
     benchmark:
-        bench_path("{model}", "eval", "{method}-w{bits}", "ppl-{dataset}")
+        bench_path("{model}", "eval", "{method}-w{bits}", "ppl")
     threads: stage("eval_ppl", "threads")
     resources:
         mem_mb=stage("eval_ppl", "mem_mb"),
@@ -24,7 +25,7 @@ rule eval_ppl:
         CONDA_ENV
     shell:
         "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
-        "moequant eval-ppl --model {params.model} {params.args} --out {output} > {log} 2>&1"
+        "moequant eval-ppl --model {params.model} {params.args} --out {params.out} > {log} 2>&1"
 
 
 rule make_tasks:
