@@ -45,8 +45,16 @@ def output_path(out: str, name: str) -> str:
     return out.replace(NAME_PLACEHOLDER, name)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags both evaluation verbs share: what to load, where, in which precision."""
     parser.add_argument("--model", required=True, help="HF id, model directory or quantized checkpoint directory")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, float32 on CPU) or a torch dtype name")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
     parser.add_argument(
         "--dataset",
         required=True,
@@ -56,14 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seqlen", type=int, default=2048, help="window length in tokens (default 2048)")
     parser.add_argument("--reference", help="full-precision model for KL(reference‖model) and top-1 agreement")
     parser.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
-    parser.add_argument("--max-windows", type=int, help="evaluate only the first N windows")
+    parser.add_argument("--max-windows", type=int, help="evaluate only the first N windows of each dataset")
     parser.add_argument("--random-windows", type=int, default=256, help="windows drawn from c4 (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the c4 window draw (default 0)")
     parser.add_argument("--data-path", help="local copy of the Hub dataset (save_to_disk dir, repo clone or file)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--reference-device", help="device of the reference model (default: --device)")
-    parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, float32 on CPU) or a torch dtype name")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--out", required=True, help="output JSON file; with several datasets a path with {dataset}")
 

@@ -7,13 +7,14 @@ import time
 from dataclasses import asdict
 
 from moequant.artifacts import write_json
+from moequant.commands.eval_ppl import add_model_arguments
 
 NAME = "eval-tasks"
 HELP = "lm-eval tasks on a model, checkpoint or Hub id: T1,T2 | paper7 | demo (with --include-path)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="HF id, model directory or quantized checkpoint directory")
+    add_model_arguments(parser)
     parser.add_argument("--tasks", required=True, help="comma-separated lm-eval task/group names, paper7, or demo")
     parser.add_argument("--include-path", help="folder of extra task YAMLs (e.g. written by `moequant make-tasks`)")
     parser.add_argument("--num-fewshot", type=int, help="shots for every task (default: each task's own)")
@@ -23,9 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-code-execution", action="store_true", help="consent to running model-generated code (humaneval)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for lm-eval's sampling and few-shot draws")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, float32 on CPU) or a torch dtype name")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
     parser.add_argument("--out", required=True, help="output JSON file")
 
 

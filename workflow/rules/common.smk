@@ -129,7 +129,7 @@ MODELS = list(config["models"])
 METHODS = list(config["methods"])
 CALIBS = list(config["calibration"])
 DATASETS = list(config["evaluation"]["ppl"]["datasets"])
-TASKS = config["evaluation"].get("tasks") or {"names": [], "include": None, "options": {}}
+TASKS = config["evaluation"].get("tasks") or {"names": [], "include": None, "options": {}, "docs": 200}
 
 
 def _alternatives(names):
@@ -460,6 +460,8 @@ def eval_ppl_args(model, method):
     ppl = config["evaluation"]["ppl"]
     args = [f"--dataset {shlex.quote(f'{name}={resolve_source(source, model)}')}" for name, source in ppl["datasets"].items()]
     args += [f"--seqlen {ppl['seqlen']}", f"--batch-size {ppl['batch_size']}"]
+    if ppl["max_windows"] is not None:
+        args.append(f"--max-windows {ppl['max_windows']}")
     if ppl["kl"] and not is_fp(method):
         args.append(f"--reference {base_model(model)}")
     return " ".join(args + remote_code_flags(model))

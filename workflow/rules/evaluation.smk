@@ -34,6 +34,7 @@ rule make_tasks:
     output:
         directory(tasks_dir("{model}")),
     params:
+        docs=TASKS["docs"],
         code=CODE["make_tasks"],
     log:
         log_path("{model}", "make_tasks"),
@@ -47,7 +48,7 @@ rule make_tasks:
     conda:
         CONDA_ENV
     shell:
-        "moequant make-tasks --data {input}/data --out {output} > {log} 2>&1"
+        "moequant make-tasks --data {input}/data --docs {params.docs} --out {output} > {log} 2>&1"
 
 
 rule eval_tasks:
