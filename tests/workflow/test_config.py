@@ -22,6 +22,20 @@ def test_default_config_plans_every_table1_method_at_w4_and_w3(workflow):
     assert jobs["quantize"] == 6 * 2 + 3  # six quantizing methods at W4 and W3, three ablation runs at W3
 
 
+def test_default_config_evaluates_each_model_once_for_all_held_out_texts(workflow):
+    root, env = workflow
+    result = snakemake(root, env, "-n", "--printshellcmds")
+    jobs = planned_jobs(result)
+    assert jobs["eval_ppl"] == 1 + 6 * 2 + 3  # fp once, every quantized model, not once per dataset
+    assert jobs["eval_tasks"] == 1 + 6 * 2  # the ablation runs are in no task table
+    commands = [line for line in result.stdout.splitlines() if "moequant eval-ppl" in line]
+    assert len(commands) == jobs["eval_ppl"]
+    for command in commands:
+        assert all(f"--dataset {name}=text:" in command for name in ("prose", "code", "math", "mixed")), command
+        assert "--max-windows 64" in command and "--batch-size 8" in command and "ppl-{dataset}.json" in command
+    assert any("moequant make-tasks" in line and "--docs 100" in line for line in result.stdout.splitlines())
+
+
 def test_paper_config_plans_three_models_without_building_a_demo(workflow):
     root, env = workflow
     jobs = planned_jobs(snakemake(root, env, "-n", "--configfile", "config/paper.yaml"))
