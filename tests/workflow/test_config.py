@@ -32,7 +32,7 @@ def test_default_config_evaluates_each_model_once_for_all_held_out_texts(workflo
     assert len(commands) == jobs["eval_ppl"]
     for command in commands:
         assert all(f"--dataset {name}=text:" in command for name in ("prose", "code", "math", "mixed")), command
-        assert "--max-windows 64" in command and "--batch-size 8" in command and "ppl-{dataset}.json" in command
+        assert "--max-windows 48" in command and "--batch-size 8" in command and "ppl-{dataset}.json" in command
     assert any("moequant make-tasks" in line and "--docs 100" in line for line in result.stdout.splitlines())
 
 
