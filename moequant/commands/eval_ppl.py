@@ -11,7 +11,6 @@ import argparse
 import re
 import time
 from dataclasses import asdict, replace
-from pathlib import Path
 
 from moequant.artifacts import write_json
 from moequant.errors import UsageError
