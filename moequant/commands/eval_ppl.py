@@ -10,10 +10,16 @@ from __future__ import annotations
 import argparse
 import re
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from moequant.artifacts import write_json
 from moequant.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from moequant.eval.config import PerplexityConfig
 
 NAME = "eval-ppl"
 HELP = "Perplexity on wikitext2, c4 or text:PATH; with --reference also KL divergence and top-1 agreement."
@@ -52,8 +58,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)
+def add_ppl_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which texts, which windows, and the reference: shared with `moequant evaluate`."""
     parser.add_argument(
         "--dataset",
         required=True,
@@ -69,18 +75,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-path", help="local copy of the Hub dataset (save_to_disk dir, repo clone or file)")
     parser.add_argument("--reference-device", help="device of the reference model (default: --device)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    add_ppl_arguments(parser)
     parser.add_argument("--out", required=True, help="output JSON file; with several datasets a path with {dataset}")
 
 
-def run(args: argparse.Namespace) -> int:
-    from moequant.eval.config import PerplexityConfig, eval_dtype
-    from moequant.eval.datasets import load_eval_text
-    from moequant.eval.perplexity import measure_perplexity, precheck_seqlen
-    from moequant.eval.provenance import model_provenance, run_metadata
-    from moequant.models.loading import load_model, load_tokenizer
-    from moequant.runtime import resolve_device
+@dataclass
+class PerplexityPlan:
+    """Checked configs and loaded texts, ready before any model is read."""
 
-    datasets = parse_datasets(args.dataset, args.out)
+    out: str
+    configs: dict[str, PerplexityConfig]
+    texts: dict[str, str]
+
+
+def plan_perplexity(args: argparse.Namespace, out: str) -> PerplexityPlan:
+    """Everything that can fail on bad input, done before the (possibly minutes-long) model loads."""
+    from moequant.eval.config import PerplexityConfig
+    from moequant.eval.datasets import load_eval_text
+    from moequant.eval.perplexity import precheck_seqlen
+
+    datasets = parse_datasets(args.dataset, out)
     base = PerplexityConfig(
         dataset=next(iter(datasets.values())),
         seqlen=args.seqlen,
@@ -91,30 +109,54 @@ def run(args: argparse.Namespace) -> int:
         data_path=args.data_path,
     )
     configs = {name: replace(base, dataset=spec) for name, spec in datasets.items()}
-    device = resolve_device(args.device)
-    reference_device = resolve_device(args.reference_device) if args.reference_device else device
-    dtype = eval_dtype(args.dtype, device)
     for spec in filter(None, (args.model, args.reference)):
         precheck_seqlen(spec, base.seqlen, args.trust_remote_code)
     texts = {name: load_eval_text(config.dataset, config.data_path) for name, config in configs.items()}
-    started = time.perf_counter()
-    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
-    model = load_model(args.model, dtype=dtype, device=device, trust_remote_code=args.trust_remote_code)
-    reference = None
-    if args.reference:
-        reference = load_model(args.reference, dtype=dtype, device=reference_device, trust_remote_code=args.trust_remote_code)
-        if reference.config.vocab_size != model.config.vocab_size:
-            raise UsageError(
-                f"reference {args.reference!r} has vocabulary size {reference.config.vocab_size}, "
-                f"the model {model.config.vocab_size}: KL needs the same vocabulary"
-            )
-    load_seconds = time.perf_counter() - started
-    for name, config in configs.items():
+    return PerplexityPlan(out, configs, texts)
+
+
+def load_reference(args: argparse.Namespace, model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+    from moequant.models.loading import load_model
+    from moequant.runtime import resolve_device
+
+    reference_device = resolve_device(args.reference_device) if args.reference_device else device
+    reference = load_model(args.reference, dtype=dtype, device=reference_device, trust_remote_code=args.trust_remote_code)
+    if reference.config.vocab_size != model.config.vocab_size:
+        raise UsageError(
+            f"reference {args.reference!r} has vocabulary size {reference.config.vocab_size}, "
+            f"the model {model.config.vocab_size}: KL needs the same vocabulary"
+        )
+    return reference
+
+
+@dataclass
+class LoadedModels:
+    """The model under test, its tokenizer and (for KL) the reference, with the time loading took."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    reference: torch.nn.Module | None
+    device: torch.device
+    dtype: torch.dtype
+    seconds: float
+
+
+def measure_and_write(args: argparse.Namespace, plan: PerplexityPlan, loaded: LoadedModels) -> None:
+    """One JSON per dataset, each written as soon as it is measured."""
+    from moequant.eval.perplexity import measure_perplexity
+    from moequant.eval.provenance import model_provenance, run_metadata
+
+    for name, config in plan.configs.items():
         measuring = time.perf_counter()
         measured = measure_perplexity(
-            model, tokenizer, config, reference=reference, progress=not args.no_progress, text=texts[name]
+            loaded.model,
+            loaded.tokenizer,
+            config,
+            reference=loaded.reference,
+            progress=not args.no_progress,
+            text=plan.texts[name],
         )
-        out = output_path(args.out, name)
+        out = output_path(plan.out, name)
         write_json(
             out,
             {
@@ -123,11 +165,37 @@ def run(args: argparse.Namespace) -> int:
                 "model": model_provenance(args.model),
                 "reference": model_provenance(args.reference) if args.reference else None,
                 "config": asdict(config),
-                **run_metadata(device, dtype, load_seconds + time.perf_counter() - measuring),
+                **run_metadata(loaded.device, loaded.dtype, loaded.seconds + time.perf_counter() - measuring),
             },
         )
         summary = f"ppl {measured['ppl']:.4f} over {measured['tokens']} tokens"
-        if reference is not None:
+        if loaded.reference is not None:
             summary += f", kld {measured['kld']:.6f}, top1_agree {measured['top1_agree']:.4f}"
         print(f"{name}: {summary} -> {out}")
+
+
+def placement(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype, checked first so a typo fails before any text or model is read."""
+    from moequant.eval.config import eval_dtype
+    from moequant.runtime import resolve_device
+
+    device = resolve_device(args.device)
+    return device, eval_dtype(args.dtype, device)
+
+
+def load_models(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> LoadedModels:
+    """The model and its tokenizer, and the reference when the verb has one (`--reference`)."""
+    from moequant.models.loading import load_model, load_tokenizer
+
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    model = load_model(args.model, dtype=dtype, device=device, trust_remote_code=args.trust_remote_code)
+    reference = load_reference(args, model, dtype, device) if getattr(args, "reference", None) else None
+    return LoadedModels(model, tokenizer, reference, device, dtype, time.perf_counter() - started)
+
+
+def run(args: argparse.Namespace) -> int:
+    device, dtype = placement(args)
+    plan = plan_perplexity(args, args.out)
+    measure_and_write(args, plan, load_models(args, device, dtype))
     return 0

@@ -82,6 +82,13 @@ def test_eval_tasks_bad_input(model_dir, tmp_path, capsys, tasks, extra, expecte
     _fails(argv, capsys, expected)
 
 
+def test_evaluate_checks_its_tasks_before_loading_the_model(model_dir, text_file, tmp_path, capsys) -> None:
+    argv = ["evaluate", "--model", str(model_dir), "--dataset", f"text:{text_file}", "--seqlen", "32", "--tasks", "demo"]
+    outs = ["--ppl-out", str(tmp_path / "p.json"), "--tasks-out", str(tmp_path / "t.json")]
+    _fails([*argv, *outs], capsys, "pass --include-path TASKDIR")
+    assert not list(tmp_path.iterdir())
+
+
 def test_code_executing_task_needs_explicit_consent(model_dir, tmp_path, capsys) -> None:
     _local_task(tmp_path, "runs_code", unsafe_code=True)
     argv = ["eval-tasks", "--model", str(model_dir), "--tasks", "runs_code", "--include-path", str(tmp_path)]

@@ -80,6 +80,26 @@ def test_several_datasets_in_one_run_equal_one_run_each(model_dir, text_file, he
         assert together["ppl"] == pytest.approx(alone["ppl"], rel=1e-5)
 
 
+def test_evaluate_writes_what_eval_ppl_and_eval_tasks_write_separately(model_dir, task_dir, held_out_dir, tmp_path) -> None:
+    reference = tmp_path / "reference"
+    assert main(["quantize", "--model", str(model_dir), "--algo", "rtn", "--wbits", "3", "--device", "cpu", "--out", str(reference)]) == 0
+    datasets = [arg for name in ("prose", "math") for arg in ("--dataset", f"{name}=text:{held_out_dir}/{name}/test.txt")]
+    common = ["--model", str(model_dir), "--device", "cpu"]
+    ppl_flags = [*datasets, "--seqlen", "32", "--max-windows", "3", "--reference", str(reference), "--no-progress"]
+    combined = tmp_path / "combined"
+    task_flags = ["--tasks", "demo", "--include-path", str(task_dir), "--limit", LIMIT, "--tasks-batch-size", "4"]
+    argv = ["evaluate", *common, *ppl_flags, "--ppl-out", str(combined / "ppl-{dataset}.json"), *task_flags]
+    assert main([*argv, "--tasks-out", str(combined / "tasks.json")]) == 0
+    assert main(["eval-ppl", *common, *ppl_flags, "--out", str(tmp_path / "ppl-{dataset}.json")]) == 0
+    for name in ("prose", "math"):
+        together, alone = (json.loads((folder / f"ppl-{name}.json").read_text()) for folder in (combined, tmp_path))
+        assert together["windows_sha256"] == alone["windows_sha256"]
+        assert together["ppl"] == pytest.approx(alone["ppl"], rel=1e-6) and together["kld"] == pytest.approx(alone["kld"], rel=1e-5)
+    written = json.loads((combined / "tasks.json").read_text())
+    alone = _eval_tasks(model_dir, task_dir, tmp_path / "tasks.json", "--batch-size", "4")
+    assert written["results"] == alone["results"] and written["config"]["batch_size"] == 4
+
+
 def test_a_local_task_runs_on_a_quantized_checkpoint_directory(model_dir, task_dir, text_file, tmp_path) -> None:
     pytest.importorskip("moequant.quant.checkpoint")
     checkpoint = tmp_path / "rtn-w3"

@@ -25,13 +25,28 @@ def _value(argv: list[str], scale: float, offset: float) -> float:
     return offset + scale * int.from_bytes(digest[:4], "big") / 2**32
 
 
+def _write_ppl(rest: list[str], out: str) -> None:
+    names = [value.partition("=")[0] for flag, value in zip(rest, rest[1:]) if flag == "--dataset"]
+    for name in names:
+        path = Path(out.replace("{dataset}", name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result = {"ppl": _value(rest + [name], 10.0, 10.0), "kld": _value(rest + [name], 0.05, 0.0), "top1_agree": 0.9}
+        path.write_text(json.dumps(result))
+
+
+def _write_tasks(rest: list[str], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tasks = (_flag(rest, "--tasks") or "").split(",")
+    out.write_text(json.dumps({"results": {t: {"acc,none": _value(rest + [t], 1.0, 0.0)} for t in tasks if t}}))
+
+
 def main(argv: list[str]) -> int:
     verb, rest = argv[0], argv[1:]
     if verb == "tables":
         from moequant.cli import main as real_main
 
         return real_main(argv)
-    out = Path(_flag(rest, "--out") or "")
+    out = Path(_flag(rest, "--out") or _flag(rest, "--ppl-out") or "")
     if os.environ.get("FAKE_MOEQUANT_FAIL") == verb:
         out = Path(str(out).replace("{dataset}", "mixed"))
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -55,16 +70,12 @@ def main(argv: list[str]) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "made-by.json").write_text(json.dumps({"verb": verb, "args": rest}))
     elif verb == "eval-ppl":
-        names = [value.partition("=")[0] for flag, value in zip(rest, rest[1:]) if flag == "--dataset"]
-        for name in names:
-            path = Path(str(out).replace("{dataset}", name))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            result = {"ppl": _value(rest + [name], 10.0, 10.0), "kld": _value(rest + [name], 0.05, 0.0), "top1_agree": 0.9}
-            path.write_text(json.dumps(result))
+        _write_ppl(rest, str(out))
     elif verb == "eval-tasks":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tasks = (_flag(rest, "--tasks") or "").split(",")
-        out.write_text(json.dumps({"results": {t: {"acc,none": _value(rest + [t], 1.0, 0.0)} for t in tasks if t}}))
+        _write_tasks(rest, out)
+    elif verb == "evaluate":
+        _write_ppl(rest, _flag(rest, "--ppl-out") or "")
+        _write_tasks(rest, Path(_flag(rest, "--tasks-out") or ""))
     else:
         print(f"fake moequant: unknown verb {verb!r}", file=sys.stderr)
         return 2

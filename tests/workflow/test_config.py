@@ -26,14 +26,26 @@ def test_default_config_evaluates_each_model_once_for_all_held_out_texts(workflo
     root, env = workflow
     result = snakemake(root, env, "-n", "--printshellcmds")
     jobs = planned_jobs(result)
-    assert jobs["eval_ppl"] == 1 + 6 * 2 + 3  # fp once, every quantized model, not once per dataset
-    assert jobs["eval_tasks"] == 1 + 6 * 2  # the ablation runs are in no task table
-    commands = [line for line in result.stdout.splitlines() if "moequant eval-ppl" in line]
-    assert len(commands) == jobs["eval_ppl"]
-    for command in commands:
+    assert jobs["evaluate"] == 1 + 6 * 2  # fp and every tabled method: perplexity and tasks in one job
+    assert jobs["eval_ppl"] == 3  # the ablation runs are in no task table
+    assert "eval_tasks" not in jobs
+    lines = result.stdout.splitlines()
+    ppl_commands = [line for line in lines if "moequant eval-ppl" in line or "moequant evaluate" in line]
+    assert len(ppl_commands) == jobs["evaluate"] + jobs["eval_ppl"]
+    for command in ppl_commands:
         assert all(f"--dataset {name}=text:" in command for name in ("prose", "code", "math", "mixed")), command
         assert "--max-windows 48" in command and "--batch-size 8" in command and "ppl-{dataset}.json" in command
-    assert any("moequant make-tasks" in line and "--docs 100" in line for line in result.stdout.splitlines())
+    for command in (line for line in lines if "moequant evaluate" in line):
+        assert "--tasks-batch-size 32" in command and "--include-path results/demo/tasks" in command, command
+        assert "/tasks.json" in command.split("--tasks-out")[1], command
+    assert any("moequant make-tasks" in line and "--docs 100" in line for line in lines)
+
+
+def test_a_file_outside_the_tables_still_has_its_own_rule(workflow):
+    root, env = workflow
+    target = "results/demo/eval/moequant++_prose-w3/tasks.json"
+    jobs = planned_jobs(snakemake(root, env, "-n", target))
+    assert jobs.get("eval_tasks") == 1 and "evaluate" not in jobs, jobs
 
 
 def test_paper_config_plans_three_models_without_building_a_demo(workflow):

@@ -158,12 +158,11 @@ def _verb_module(verb):
     return _VERBS.get(verb)
 
 
-def code_version(verb, *rooms):
-    """Hash of the package code a stage runs: its verb module, its rooms, the shared core."""
+def code_version(verb, *rooms, also=()):
+    """Hash of the package code a stage runs: its verb module (and the verb modules it
+    borrows from, `also`), its rooms, the shared core."""
     paths = [PACKAGE / name for name in ("artifacts.py", "runtime.py", "errors.py", "models", *rooms)]
-    verb_file = _verb_module(verb)
-    if verb_file is not None:
-        paths.append(verb_file)
+    paths += [path for path in map(_verb_module, (verb, *also)) if path is not None]
     digest = hashlib.sha256()
     for root in paths:
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
@@ -182,7 +181,8 @@ CODE = {
     "quantize": code_version("quantize", "quant"),
     "eval_ppl": code_version("eval-ppl", "eval"),
     "make_tasks": code_version("make-tasks", "eval"),
-    "eval_tasks": code_version("eval-tasks", "eval"),
+    "eval_tasks": code_version("eval-tasks", "eval", also=("eval-ppl",)),
+    "evaluate": code_version("evaluate", "eval", also=("eval-ppl", "eval-tasks")),
     "tables": code_version("tables", "report"),
 }
 
@@ -203,6 +203,12 @@ STAGE_DEFAULTS = {
 
 def stage(name, key):
     return config["resources"].get(name, {}).get(key, STAGE_DEFAULTS[name][key])
+
+
+def evaluate_resource(key):
+    """The combined evaluation job holds both stages' work: the larger footprint, the summed runtime."""
+    combine = sum if key == "runtime" else max
+    return combine(stage(name, key) for name in ("eval_ppl", "eval_tasks"))
 
 
 # ---- paths ---------------------------------------------------------------------------
@@ -268,8 +274,13 @@ def model_under_test_inputs(model, method, bits):
     return [quant_dir(model, method, bits)]
 
 
+def evaluation_key(model, method, bits):
+    """A variant's evaluation folder below the results folder (the `evaluated` wildcard)."""
+    return f"{model}/eval/{variant(method, bits)}"
+
+
 def eval_dir(model, method, bits):
-    return f"{RESULTS}/{model}/eval/{variant(method, bits)}"
+    return f"{RESULTS}/{evaluation_key(model, method, bits)}"
 
 
 def tasks_dir(model):
@@ -345,6 +356,14 @@ def evaluation_files():
         if need["tasks"]:
             files.append(tasks_file(model, method, bits))
     return files
+
+
+def evaluated_with_tasks():
+    """Variants a task table shows, by evaluation key: each gets one job for perplexity and tasks."""
+    return {evaluation_key(*key): key for key, need in table_needs().items() if need["tasks"]}
+
+
+EVALUATED_WITH_TASKS = evaluated_with_tasks()
 
 
 def calibration_summaries():
@@ -446,7 +465,10 @@ def is_fp(method):
 
 
 def eval_ppl_inputs(wildcards):
-    model, method, bits = wildcards.model, wildcards.method, wildcards.bits
+    return ppl_inputs(wildcards.model, wildcards.method, wildcards.bits)
+
+
+def ppl_inputs(model, method, bits):
     inputs = model_under_test_inputs(model, method, bits)
     for source in config["evaluation"]["ppl"]["datasets"].values():
         inputs += local_text_input(source, model)
@@ -477,16 +499,53 @@ def task_include(model):
 
 
 def eval_tasks_inputs(wildcards):
-    folder = task_include(wildcards.model)
-    return model_under_test_inputs(wildcards.model, wildcards.method, wildcards.bits) + ([folder] if folder else [])
+    return tasks_inputs(wildcards.model, wildcards.method, wildcards.bits)
 
 
-def eval_tasks_args(model):
+def tasks_inputs(model, method, bits):
+    folder = task_include(model)
+    return model_under_test_inputs(model, method, bits) + ([folder] if folder else [])
+
+
+TASK_OPTIONS_PPL_ALSO_HAS = ("batch_size", "seed")
+
+
+def task_flags(model, prefix=""):
+    """`eval-tasks` flags; `evaluate` (prefix 'tasks_') spells the two that perplexity also
+    has as --tasks-batch-size and --tasks-seed."""
     args = [f"--tasks {','.join(TASKS['names'])}"]
     folder = task_include(model)
     if folder:
         args.append(f"--include-path {folder}")
-    return " ".join(args + option_flags(TASKS.get("options", {})) + remote_code_flags(model))
+    options = {
+        (prefix + key if key in TASK_OPTIONS_PPL_ALSO_HAS else key): value
+        for key, value in TASKS.get("options", {}).items()
+    }
+    return args + option_flags(options)
+
+
+def eval_tasks_args(model):
+    return " ".join(task_flags(model) + remote_code_flags(model))
+
+
+def evaluated(wildcards):
+    return EVALUATED_WITH_TASKS[wildcards.evaluated]
+
+
+def evaluate_inputs(wildcards):
+    return sorted(set(ppl_inputs(*evaluated(wildcards)) + tasks_inputs(*evaluated(wildcards))))
+
+
+def evaluate_args(wildcards):
+    """eval-ppl's flags (remote-code flag included) plus the task flags."""
+    model, method, bits = evaluated(wildcards)
+    args = [
+        eval_ppl_args(model, method),
+        f"--ppl-out {eval_ppl_out(model, method, bits)}",
+        *task_flags(model, prefix="tasks_"),
+        f"--tasks-out {shlex.quote(tasks_file(model, method, bits))}",
+    ]
+    return " ".join(args)
 
 
 def report_item(path):

@@ -1,5 +1,38 @@
 # Perplexity (with KL divergence and top-1 agreement to the fp model) on every configured
 # dataset in one job, and the lm-eval tasks, for every model × method × bit width a table reads.
+# A variant that a task table shows gets both from one `evaluate` job (one model load instead
+# of two); eval_ppl and eval_tasks serve every other variant and any file asked for by name.
+
+ruleorder: evaluate > eval_ppl
+ruleorder: evaluate > eval_tasks
+
+
+rule evaluate:
+    input:
+        evaluate_inputs,
+    output:
+        [os.path.join(RESULTS, "{evaluated}", f"ppl-{dataset}.json") for dataset in DATASETS],
+        os.path.join(RESULTS, "{evaluated}", "tasks.json"),
+    wildcard_constraints:
+        evaluated=_alternatives(EVALUATED_WITH_TASKS),
+    params:
+        model=lambda wc: model_under_test(*evaluated(wc)),
+        args=evaluate_args,
+        code=CODE["evaluate"],
+    log:
+        log_path("{evaluated}", "evaluate"),
+    benchmark:
+        bench_path("{evaluated}", "evaluate")
+    threads: evaluate_resource("threads")
+    resources:
+        mem_mb=evaluate_resource("mem_mb"),
+        runtime=evaluate_resource("runtime"),
+        gpu=evaluate_resource("gpu"),
+    conda:
+        CONDA_ENV
+    shell:
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
+        "moequant evaluate --model {params.model} {params.args} > {log} 2>&1"
 
 
 rule eval_ppl:
