@@ -1,10 +1,11 @@
 """Shapes per family and the CPU training loop of the demo model.
 
-The default shape is narrow and deep (hidden 48 × 10 layers) on purpose: measured on this
-project's 2-core machines, narrow deep models are the ones where 3-bit round-to-nearest
-visibly hurts held-out perplexity after a few minutes of training, while wide shallow models
-of the same budget shrug it off. Hidden 48 is both cheaper per step and more sensitive than
-64 (bench/RESULTS.md), which is what lets the demo build fit the workflow's time budget.
+The default shape is narrow and deep (hidden 32 × 10 layers, experts of width 96, a
+2048-token vocabulary) on purpose: measured on this project's 2-core machines, narrow deep
+models are the ones where 3-bit round-to-nearest visibly hurts held-out perplexity after a
+few minutes of training, while wide shallow models of the same budget shrug it off. The
+narrower the model and the smaller its vocabulary, the cheaper each step, which is what lets
+the demo build fit the workflow's time budget (bench/RESULTS.md has the probes).
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ DEFAULT_STEPS = 1500
 class DemoShape:
     """Model and batch geometry; every field can be overridden through `build_demo`."""
 
-    hidden_size: int = 48
+    hidden_size: int = 32
     num_layers: int = 10
-    intermediate_size: int = 128
+    intermediate_size: int = 96
     num_heads: int = 2
     num_kv_heads: int = 1
     num_experts: int = 8
     top_k: int = 2
-    vocab_size: int = 4096
+    vocab_size: int = 2048
     seq_len: int = 256
     batch_size: int = 8
 
