@@ -51,7 +51,7 @@ def make_tiny(remote_deepseek_dir):
 
 
 TRAINED_DEMO_SHAPE = dict(hidden_size=64, intermediate_size=128, num_layers=4)
-"""The demo's width at 4 layers: trained enough in ~2 minutes for methods to separate at W3."""
+"""An earlier default demo width at 4 layers: trained enough in ~2 minutes for methods to separate at W3."""
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """W3 on a trained demo MoE: GPTQ must halve RTN's divergence from the fp model (SPEC §6).
 
-The model is the session's shared trained demo (the demo's width, 64 / intermediate 128, at 4
-layers, 500 steps on the small corpus): a narrower model leaves GPTQ too few columns to
+The model is the session's shared trained demo (an earlier default width, 64 / intermediate
+128, at 4 layers, 500 steps on the small corpus): a narrower model leaves GPTQ too few columns to
 compensate errors over, and the full 10-layer build takes minutes. Calibration windows come
 from its train split and the divergence is measured on its held-out test split.
 """
