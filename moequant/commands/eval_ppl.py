@@ -27,7 +27,7 @@ NAME_PLACEHOLDER = "{dataset}"
 _DATASET_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
-def parse_datasets(values: list[str], out: str) -> dict[str, str]:
+def parse_datasets(values: list[str], out: str, out_flag: str = "--out") -> dict[str, str]:
     """NAME=SPEC (or a bare SPEC, named after itself) → spec per name, checked against `--out`.
 
     The name must be plain so `text:/a=b.txt` stays one spec: a left side holding ':' or '/'
@@ -42,7 +42,7 @@ def parse_datasets(values: list[str], out: str) -> dict[str, str]:
             raise UsageError(f"dataset name {name!r} is given twice; each --dataset needs its own NAME=")
         datasets[name] = spec
     if len(datasets) > 1 and NAME_PLACEHOLDER not in out:
-        raise UsageError(f"--out {out!r} must contain {NAME_PLACEHOLDER} when several --dataset are given")
+        raise UsageError(f"{out_flag} {out!r} must contain {NAME_PLACEHOLDER} when several --dataset are given")
     return datasets
 
 
@@ -92,13 +92,13 @@ class PerplexityPlan:
     texts: dict[str, str]
 
 
-def plan_perplexity(args: argparse.Namespace, out: str) -> PerplexityPlan:
+def plan_perplexity(args: argparse.Namespace, out: str, out_flag: str = "--out") -> PerplexityPlan:
     """Everything that can fail on bad input, done before the (possibly minutes-long) model loads."""
     from moequant.eval.config import PerplexityConfig
     from moequant.eval.datasets import load_eval_text
     from moequant.eval.perplexity import precheck_seqlen
 
-    datasets = parse_datasets(args.dataset, out)
+    datasets = parse_datasets(args.dataset, out, out_flag)
     base = PerplexityConfig(
         dataset=next(iter(datasets.values())),
         seqlen=args.seqlen,
@@ -115,18 +115,27 @@ def plan_perplexity(args: argparse.Namespace, out: str) -> PerplexityPlan:
     return PerplexityPlan(out, configs, texts)
 
 
-def load_reference(args: argparse.Namespace, model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+def load_reference(args: argparse.Namespace, model: torch.nn.Module, where: Placement) -> torch.nn.Module:
     from moequant.models.loading import load_model
-    from moequant.runtime import resolve_device
 
-    reference_device = resolve_device(args.reference_device) if args.reference_device else device
-    reference = load_model(args.reference, dtype=dtype, device=reference_device, trust_remote_code=args.trust_remote_code)
+    reference = load_model(
+        args.reference, dtype=where.dtype, device=where.reference_device, trust_remote_code=args.trust_remote_code
+    )
     if reference.config.vocab_size != model.config.vocab_size:
         raise UsageError(
             f"reference {args.reference!r} has vocabulary size {reference.config.vocab_size}, "
             f"the model {model.config.vocab_size}: KL needs the same vocabulary"
         )
     return reference
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and in which precision the model (and the reference) run."""
+
+    device: torch.device
+    dtype: torch.dtype
+    reference_device: torch.device
 
 
 @dataclass
@@ -174,28 +183,29 @@ def measure_and_write(args: argparse.Namespace, plan: PerplexityPlan, loaded: Lo
         print(f"{name}: {summary} -> {out}")
 
 
-def placement(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
-    """Device and dtype, checked first so a typo fails before any text or model is read."""
+def placement(args: argparse.Namespace) -> Placement:
+    """Devices and dtype, checked first so a typo fails before any text or model is read."""
     from moequant.eval.config import eval_dtype
     from moequant.runtime import resolve_device
 
     device = resolve_device(args.device)
-    return device, eval_dtype(args.dtype, device)
+    reference_device = getattr(args, "reference_device", None)
+    return Placement(device, eval_dtype(args.dtype, device), resolve_device(reference_device) if reference_device else device)
 
 
-def load_models(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> LoadedModels:
+def load_models(args: argparse.Namespace, where: Placement) -> LoadedModels:
     """The model and its tokenizer, and the reference when the verb has one (`--reference`)."""
     from moequant.models.loading import load_model, load_tokenizer
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
-    model = load_model(args.model, dtype=dtype, device=device, trust_remote_code=args.trust_remote_code)
-    reference = load_reference(args, model, dtype, device) if getattr(args, "reference", None) else None
-    return LoadedModels(model, tokenizer, reference, device, dtype, time.perf_counter() - started)
+    model = load_model(args.model, dtype=where.dtype, device=where.device, trust_remote_code=args.trust_remote_code)
+    reference = load_reference(args, model, where) if getattr(args, "reference", None) else None
+    return LoadedModels(model, tokenizer, reference, where.device, where.dtype, time.perf_counter() - started)
 
 
 def run(args: argparse.Namespace) -> int:
-    device, dtype = placement(args)
+    where = placement(args)
     plan = plan_perplexity(args, args.out)
-    measure_and_write(args, plan, load_models(args, device, dtype))
+    measure_and_write(args, plan, load_models(args, where))
     return 0

@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
     from moequant.commands.eval_ppl import load_models, placement
     from moequant.eval.lm_eval_bridge import prepare_tasks
 
-    device, dtype = placement(args)
+    where = placement(args)
     config = task_config(args)
     prepared = prepare_tasks(config)
-    evaluate_and_write(args, args.out, config, prepared, load_models(args, device, dtype))
+    evaluate_and_write(args, args.out, config, prepared, load_models(args, where))
     return 0

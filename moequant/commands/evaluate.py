@@ -7,6 +7,8 @@ instead of twice, which is most of a small model's evaluation and minutes per Mi
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 
 from moequant.commands.eval_ppl import (
     add_model_arguments,
@@ -17,6 +19,7 @@ from moequant.commands.eval_ppl import (
     plan_perplexity,
 )
 from moequant.commands.eval_tasks import add_task_arguments, evaluate_and_write, task_config
+from moequant.errors import UsageError
 
 NAME = "evaluate"
 HELP = "Perplexity on datasets (KL with --reference) and lm-eval tasks, loading the model once."
@@ -32,15 +35,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks-out", required=True, help="lm-eval results JSON")
 
 
+@contextlib.contextmanager
+def _part(name: str) -> Iterator[None]:
+    """Both halves have a batch size and a seed; say which half a bad value belongs to."""
+    try:
+        yield
+    except UsageError as err:
+        raise UsageError(f"{name}: {err}") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from moequant.eval.lm_eval_bridge import prepare_tasks
 
-    device, dtype = placement(args)
-    plan = plan_perplexity(args, args.ppl_out)
-    config = task_config(args, prefix=TASK_PREFIX)
+    where = placement(args)
+    with _part("lm-eval tasks"):
+        config = task_config(args, prefix=TASK_PREFIX)
     prepared = prepare_tasks(config)
-    loaded = load_models(args, device, dtype)
+    with _part("perplexity"):
+        plan = plan_perplexity(args, args.ppl_out, out_flag="--ppl-out")
+    loaded = load_models(args, where)
     measure_and_write(args, plan, loaded)
     loaded.reference = None
+    if where.reference_device.type == "cuda":
+        torch.cuda.empty_cache()
     evaluate_and_write(args, args.tasks_out, config, prepared, loaded)
     return 0

@@ -89,6 +89,24 @@ def test_evaluate_checks_its_tasks_before_loading_the_model(model_dir, text_file
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--tasks-batch-size", "0"], "lm-eval tasks: batch_size must be at least 1"),
+        (["--batch-size", "0"], "perplexity: batch_size must be at least 1"),
+        (["--dataset", "c4", "--ppl-out", "p.json"], "--ppl-out 'p.json' must contain {dataset}"),
+        (["--reference-device", "bogus"], "bogus"),
+    ],
+)
+def test_evaluate_bad_input_names_its_half(model_dir, text_file, tmp_path, capsys, extra, expected) -> None:
+    _local_task(tmp_path, "tiny_task")
+    argv = ["evaluate", "--model", str(model_dir), "--dataset", f"text:{text_file}", "--seqlen", "32"]
+    outs = ["--ppl-out", str(tmp_path / "p.json"), "--tasks-out", str(tmp_path / "t.json")]
+    tasks = ["--tasks", "tiny_task", "--include-path", str(tmp_path)]
+    _fails([*argv, *outs, *tasks, *extra], capsys, expected)
+    assert not (tmp_path / "p.json").exists() and not (tmp_path / "t.json").exists()
+
+
 def test_code_executing_task_needs_explicit_consent(model_dir, tmp_path, capsys) -> None:
     _local_task(tmp_path, "runs_code", unsafe_code=True)
     argv = ["eval-tasks", "--model", str(model_dir), "--tasks", "runs_code", "--include-path", str(tmp_path)]

@@ -55,6 +55,23 @@ def test_paper_config_plans_three_models_without_building_a_demo(workflow):
     assert jobs["rotate"] == 3
 
 
+def _evaluate_resources(result):
+    """The distinct `resources:` lines of the planned evaluate jobs."""
+    lines = [line for block in result.stdout.split("rule evaluate:")[1:] for line in block.splitlines()[:8]]
+    return {line.split("resources:")[1].strip() for line in lines if "resources:" in line}
+
+
+def test_evaluate_jobs_sum_both_runtimes_unless_configured(workflow):
+    root, env = workflow
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    summed = _evaluate_resources(snakemake(root, env, "-n", "--configfile", "config/paper.yaml"))
+    assert len(summed) == 1 and "runtime=960" in next(iter(summed)) and "mem_mb=200000" in next(iter(summed))
+    paper["resources"]["evaluate"] = {"runtime": 600}
+    (root / "config" / "paper_capped.yaml").write_text(yaml.safe_dump(paper))
+    capped = _evaluate_resources(snakemake(root, env, "-n", "--configfile", "config/paper_capped.yaml"))
+    assert len(capped) == 1 and "runtime=600" in next(iter(capped)) and "mem_mb=200000" in next(iter(capped))
+
+
 def _write_config(root, name, edit):
     config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
     edit(config)

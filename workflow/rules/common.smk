@@ -176,13 +176,13 @@ def code_version(verb, *rooms, also=()):
 
 CODE = {
     "demo": code_version("build-demo", "demo"),
-    "calibrate": code_version("calibrate", "calib"),
+    "calibrate": code_version("calibrate", "calib", "corpora.py"),
     "rotate": code_version("rotate", "rotation"),
     "quantize": code_version("quantize", "quant"),
-    "eval_ppl": code_version("eval-ppl", "eval"),
-    "make_tasks": code_version("make-tasks", "eval"),
-    "eval_tasks": code_version("eval-tasks", "eval", also=("eval-ppl",)),
-    "evaluate": code_version("evaluate", "eval", also=("eval-ppl", "eval-tasks")),
+    "eval_ppl": code_version("eval-ppl", "eval", "corpora.py"),
+    "make_tasks": code_version("make-tasks", "eval", "corpora.py"),
+    "eval_tasks": code_version("eval-tasks", "eval", "corpora.py", also=("eval-ppl",)),
+    "evaluate": code_version("evaluate", "eval", "corpora.py", also=("eval-ppl", "eval-tasks")),
     "tables": code_version("tables", "report"),
 }
 
@@ -206,7 +206,10 @@ def stage(name, key):
 
 
 def evaluate_resource(key):
-    """The combined evaluation job holds both stages' work: the larger footprint, the summed runtime."""
+    """The combined evaluation job holds both stages' work: unless configured itself, the
+    larger footprint and the summed runtime."""
+    if key in config["resources"].get("evaluate", {}):
+        return config["resources"]["evaluate"][key]
     combine = sum if key == "runtime" else max
     return combine(stage(name, key) for name in ("eval_ppl", "eval_tasks"))
 
