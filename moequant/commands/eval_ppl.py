@@ -115,20 +115,6 @@ def plan_perplexity(args: argparse.Namespace, out: str, out_flag: str = "--out")
     return PerplexityPlan(out, configs, texts)
 
 
-def load_reference(args: argparse.Namespace, model: torch.nn.Module, where: Placement) -> torch.nn.Module:
-    from moequant.models.loading import load_model
-
-    reference = load_model(
-        args.reference, dtype=where.dtype, device=where.reference_device, trust_remote_code=args.trust_remote_code
-    )
-    if reference.config.vocab_size != model.config.vocab_size:
-        raise UsageError(
-            f"reference {args.reference!r} has vocabulary size {reference.config.vocab_size}, "
-            f"the model {model.config.vocab_size}: KL needs the same vocabulary"
-        )
-    return reference
-
-
 @dataclass(frozen=True)
 class Placement:
     """Where and in which precision the model (and the reference) run."""
@@ -136,6 +122,15 @@ class Placement:
     device: torch.device
     dtype: torch.dtype
     reference_device: torch.device
+
+
+def placement(args: argparse.Namespace, reference_device: str | None = None) -> Placement:
+    """Devices and dtype, checked first so a typo fails before any text or model is read."""
+    from moequant.eval.config import eval_dtype
+    from moequant.runtime import resolve_device
+
+    device = resolve_device(args.device)
+    return Placement(device, eval_dtype(args.dtype, device), resolve_device(reference_device) if reference_device else device)
 
 
 @dataclass
@@ -148,6 +143,29 @@ class LoadedModels:
     device: torch.device
     dtype: torch.dtype
     seconds: float
+
+
+def load_reference(args: argparse.Namespace, reference: str, model: torch.nn.Module, where: Placement) -> torch.nn.Module:
+    from moequant.models.loading import load_model
+
+    loaded = load_model(reference, dtype=where.dtype, device=where.reference_device, trust_remote_code=args.trust_remote_code)
+    if loaded.config.vocab_size != model.config.vocab_size:
+        raise UsageError(
+            f"reference {reference!r} has vocabulary size {loaded.config.vocab_size}, "
+            f"the model {model.config.vocab_size}: KL needs the same vocabulary"
+        )
+    return loaded
+
+
+def load_models(args: argparse.Namespace, where: Placement, reference: str | None = None) -> LoadedModels:
+    """The model and its tokenizer, and the reference model when one is named."""
+    from moequant.models.loading import load_model, load_tokenizer
+
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    model = load_model(args.model, dtype=where.dtype, device=where.device, trust_remote_code=args.trust_remote_code)
+    loaded_reference = load_reference(args, reference, model, where) if reference else None
+    return LoadedModels(model, tokenizer, loaded_reference, where.device, where.dtype, time.perf_counter() - started)
 
 
 def measure_and_write(args: argparse.Namespace, plan: PerplexityPlan, loaded: LoadedModels) -> None:
@@ -183,29 +201,8 @@ def measure_and_write(args: argparse.Namespace, plan: PerplexityPlan, loaded: Lo
         print(f"{name}: {summary} -> {out}")
 
 
-def placement(args: argparse.Namespace) -> Placement:
-    """Devices and dtype, checked first so a typo fails before any text or model is read."""
-    from moequant.eval.config import eval_dtype
-    from moequant.runtime import resolve_device
-
-    device = resolve_device(args.device)
-    reference_device = getattr(args, "reference_device", None)
-    return Placement(device, eval_dtype(args.dtype, device), resolve_device(reference_device) if reference_device else device)
-
-
-def load_models(args: argparse.Namespace, where: Placement) -> LoadedModels:
-    """The model and its tokenizer, and the reference when the verb has one (`--reference`)."""
-    from moequant.models.loading import load_model, load_tokenizer
-
-    started = time.perf_counter()
-    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
-    model = load_model(args.model, dtype=where.dtype, device=where.device, trust_remote_code=args.trust_remote_code)
-    reference = load_reference(args, model, where) if getattr(args, "reference", None) else None
-    return LoadedModels(model, tokenizer, reference, where.device, where.dtype, time.perf_counter() - started)
-
-
 def run(args: argparse.Namespace) -> int:
-    where = placement(args)
+    where = placement(args, args.reference_device)
     plan = plan_perplexity(args, args.out)
-    measure_and_write(args, plan, load_models(args, where))
+    measure_and_write(args, plan, load_models(args, where, args.reference))
     return 0

@@ -25,11 +25,13 @@ def add_task_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> Non
     parser.add_argument("--include-path", help="folder of extra task YAMLs (e.g. written by `moequant make-tasks`)")
     parser.add_argument("--num-fewshot", type=int, help="shots for every task (default: each task's own)")
     parser.add_argument("--limit", type=float, help="documents per task (a count, or a fraction below 1)")
-    parser.add_argument(f"--{prefix}batch-size", type=int, default=1, help="lm-eval batch size")
+    parser.add_argument(f"--{prefix}batch-size", dest="task_batch_size", type=int, default=1, help="lm-eval batch size")
     parser.add_argument(
         "--allow-code-execution", action="store_true", help="consent to running model-generated code (humaneval)"
     )
-    parser.add_argument(f"--{prefix}seed", type=int, default=0, help="seed for lm-eval's sampling and few-shot draws")
+    parser.add_argument(
+        f"--{prefix}seed", dest="task_seed", type=int, default=0, help="seed for lm-eval's sampling and few-shot draws"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,18 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output JSON file")
 
 
-def task_config(args: argparse.Namespace, prefix: str = "") -> TaskConfig:
+def task_config(args: argparse.Namespace) -> TaskConfig:
     from moequant.eval.config import TaskConfig
 
-    own = prefix.replace("-", "_")
     return TaskConfig(
         tasks=args.tasks.split(","),
         include_path=args.include_path,
         num_fewshot=args.num_fewshot,
         limit=args.limit,
-        batch_size=getattr(args, f"{own}batch_size"),
+        batch_size=args.task_batch_size,
         allow_code_execution=args.allow_code_execution,
-        seed=getattr(args, f"{own}seed"),
+        seed=args.task_seed,
     )
 
 

@@ -49,13 +49,13 @@ def run(args: argparse.Namespace) -> int:
 
     from moequant.eval.lm_eval_bridge import prepare_tasks
 
-    where = placement(args)
+    where = placement(args, args.reference_device)
     with _part("lm-eval tasks"):
-        config = task_config(args, prefix=TASK_PREFIX)
+        config = task_config(args)
     prepared = prepare_tasks(config)
     with _part("perplexity"):
         plan = plan_perplexity(args, args.ppl_out, out_flag="--ppl-out")
-    loaded = load_models(args, where)
+    loaded = load_models(args, where, args.reference)
     measure_and_write(args, plan, loaded)
     loaded.reference = None
     if where.reference_device.type == "cuda":

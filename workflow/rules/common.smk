@@ -208,10 +208,9 @@ def stage(name, key):
 def evaluate_resource(key):
     """The combined evaluation job holds both stages' work: unless configured itself, the
     larger footprint and the summed runtime."""
-    if key in config["resources"].get("evaluate", {}):
-        return config["resources"]["evaluate"][key]
     combine = sum if key == "runtime" else max
-    return combine(stage(name, key) for name in ("eval_ppl", "eval_tasks"))
+    both = combine(stage(name, key) for name in ("eval_ppl", "eval_tasks"))
+    return config["resources"].get("evaluate", {}).get(key, both)
 
 
 # ---- paths ---------------------------------------------------------------------------
@@ -536,7 +535,8 @@ def evaluated(wildcards):
 
 
 def evaluate_inputs(wildcards):
-    return sorted(set(ppl_inputs(*evaluated(wildcards)) + tasks_inputs(*evaluated(wildcards))))
+    variant_key = evaluated(wildcards)
+    return sorted(set(ppl_inputs(*variant_key) + tasks_inputs(*variant_key)))
 
 
 def evaluate_args(wildcards):
