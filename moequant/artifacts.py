@@ -25,6 +25,18 @@ def _umask() -> int:
     return current
 
 
+def _follow_umask(root: Path) -> None:
+    """Give every file a writer created inside `root` the umask's mode.
+
+    Some writers (safetensors among them) create their files 0600 whatever the umask,
+    which on a shared cluster hides a checkpoint from the rest of the group.
+    """
+    mask = _umask()
+    for entry in root.rglob("*"):
+        if not entry.is_symlink():
+            entry.chmod((0o777 if entry.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary directory that replaces `path` once the block succeeds."""
@@ -37,6 +49,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _follow_umask(tmp)
     if final.exists():
         shutil.rmtree(final) if final.is_dir() else final.unlink()
     os.replace(tmp, final)

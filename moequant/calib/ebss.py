@@ -12,11 +12,11 @@ Per-beam expert counts grow by the routing of each newly appended token, observe
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from moequant.calib.balance import routed_counts, sigma
 from moequant.calib.config import GREEDY_TOKENS
@@ -24,6 +24,7 @@ from moequant.calib.measure import model_device
 from moequant.errors import require
 from moequant.models.base import ModelAdapter
 from moequant.models.routing import capture_routing
+from moequant.progress import Ticker
 
 
 @dataclass
@@ -77,13 +78,17 @@ class _Decoder:
         self.device = model_device(adapter)
         self.indices = [layer.index for layer in adapter.moe_layers]
         self.cache = DynamicCache(config=adapter.model.config)
+        # transformers renamed `past_key_values` to `cache` (the old name is deprecated);
+        # remote-code models keep whichever their own forward declares.
+        declared = inspect.signature(adapter.model.forward).parameters
+        self.cache_name = "cache" if "cache" in declared else "past_key_values"
 
     def step(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with capture_routing(self.adapter) as records:
             out = self.adapter.model(
-                input_ids=tokens.to(self.device).unsqueeze(1), past_key_values=self.cache, use_cache=True
+                input_ids=tokens.to(self.device).unsqueeze(1), **{self.cache_name: self.cache}, use_cache=True
             )
-        self.cache = out.past_key_values
+        self.cache = getattr(out, self.cache_name)
         logprobs = torch.log_softmax(out.logits[:, -1].to(torch.float64), dim=-1)
         return logprobs, routed_counts(records, self.indices, self.rows, self.adapter.num_experts)
 
@@ -93,7 +98,7 @@ class _Decoder:
 
 @torch.no_grad()
 def _search_batch(
-    adapter: ModelAdapter, first: torch.Tensor, allowed: torch.Tensor, seqlen: int, tau: float, width: int, bar: tqdm
+    adapter: ModelAdapter, first: torch.Tensor, allowed: torch.Tensor, seqlen: int, tau: float, width: int, ticker: Ticker
 ) -> EbssResult:
     samples = first.numel()
     rows = samples * width
@@ -125,7 +130,7 @@ def _search_batch(
         logprob_sum = logprob_sum[parents] + chosen_lp
         logprobs, new_counts = decoder.step(chosen)
         counts = counts[parents] + new_counts
-        bar.update(1)
+        ticker.update(samples, lambda: f"σ of the live beams {sigma(counts)[alive].mean().item():.4f}")
     final = beam_cost(logprob_sum, seqlen - 1, sigma(counts), tau).masked_fill(~alive, math.inf)
     pick = offsets[::width] + final.reshape(samples, width).argmin(dim=-1)
     return EbssResult(tokens[pick], logprob_sum[pick], counts[pick])
@@ -149,9 +154,9 @@ def ebss_generate(
     check_search(allowed, width, seqlen, getattr(adapter.model.config, "max_position_embeddings", None))
     batches = first.split(batch_size)
     results = []
-    with tqdm(total=len(batches) * (seqlen - 1), desc="EBSS", unit="step", disable=not progress) as bar:
-        for batch in batches:
-            results.append(_search_batch(adapter, batch, allowed, seqlen, tau, width, bar))
+    ticker = Ticker("EBSS", first.numel() * (seqlen - 1), "tokens", enabled=progress)
+    for batch in batches:
+        results.append(_search_batch(adapter, batch, allowed, seqlen, tau, width, ticker))
     return EbssResult(
         torch.cat([r.input_ids for r in results]),
         torch.cat([r.logprob_sum for r in results]),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 
 import torch
 
@@ -39,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
-    parser.add_argument("--no-progress", action="store_true", help="hide the EBSS progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no EBSS progress lines")
     parser.add_argument("--out", required=True, help="output FILE.jsonl (the summary goes to FILE.summary.json)")
 
 
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         with contextlib.suppress(ValueError, AttributeError):
             model.set_experts_implementation("eager")
     summary = write_calibration_set(
-        args.out, model, tokenizer, config, args.model, progress=not args.no_progress and sys.stderr.isatty(), windows=windows
+        args.out, model, tokenizer, config, args.model, progress=not args.no_progress, windows=windows
     )
     print(
         f"{args.out}: {config.nsamples} samples × {config.seqlen} tokens, sigma {summary['sigma']:.4f}, "

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from moequant.artifacts import write_json
 from moequant.errors import UsageError
+from moequant.progress import say
 
 if TYPE_CHECKING:
     import torch
@@ -173,7 +174,8 @@ def measure_and_write(args: argparse.Namespace, plan: PerplexityPlan, loaded: Lo
     from moequant.eval.perplexity import measure_perplexity
     from moequant.eval.provenance import model_provenance, run_metadata
 
-    for name, config in plan.configs.items():
+    for index, (name, config) in enumerate(plan.configs.items(), start=1):
+        say("perplexity", f"dataset {index}/{len(plan.configs)} {name}: measuring")
         measuring = time.perf_counter()
         measured = measure_perplexity(
             loaded.model,
@@ -198,7 +200,7 @@ def measure_and_write(args: argparse.Namespace, plan: PerplexityPlan, loaded: Lo
         summary = f"ppl {measured['ppl']:.4f} over {measured['tokens']} tokens"
         if loaded.reference is not None:
             summary += f", kld {measured['kld']:.6f}, top1_agree {measured['top1_agree']:.4f}"
-        print(f"{name}: {summary} -> {out}")
+        print(f"{name}: {summary} -> {out}", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:

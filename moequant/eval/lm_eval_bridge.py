@@ -19,6 +19,7 @@ from torch import nn
 
 from moequant.errors import UsageError
 from moequant.eval.config import TaskConfig
+from moequant.progress import say
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ def run_tasks(model: nn.Module, tokenizer: Any, prepared: PreparedTasks, config:
     for num_fewshot in shots:
         names = [request.name for request in prepared.requests if request.num_fewshot == num_fewshot]
         objects = [obj for name in names for obj in prepared.built[name]]
+        say("lm-eval", f"{', '.join(names)} ({num_fewshot}-shot): running")
         output = simple_evaluate(
             model=lm,
             tasks=objects,
@@ -155,6 +157,8 @@ def run_tasks(model: nn.Module, tokenizer: Any, prepared: PreparedTasks, config:
                 merged.setdefault(key, {}).update(value)
         merged["runs"].append({"tasks": names, "num_fewshot": num_fewshot, "config": output.get("config")})
     merged["summary"] = headline_metrics(merged.get("results", {}), prepared.requests)
+    for index, (name, score) in enumerate(merged["summary"].items(), start=1):
+        say("lm-eval", f"task {index}/{len(merged['summary'])} {name}: {score:.4f}")
     requested = [merged["summary"][request.name] for request in prepared.requests if request.name in merged["summary"]]
     merged["avg"] = sum(requested) / len(requested) if len(requested) == len(prepared.requests) else None
     return merged

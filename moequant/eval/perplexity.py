@@ -22,6 +22,7 @@ from moequant.errors import UsageError
 from moequant.eval.config import PerplexityConfig
 from moequant.eval.datasets import EvalText, load_eval_text
 from moequant.models.loading import is_quantized_checkpoint, load_config
+from moequant.progress import Ticker
 
 
 def check_seqlen(model_config: Any, seqlen: int) -> None:
@@ -121,13 +122,13 @@ def evaluate_windows(
     Losses are taken row by row in float32 from the batch's logits, which bounds the float32
     working set to one window whatever the model dtype and batch size.
     """
-    from tqdm.auto import tqdm
-
     nll_sum = ref_nll_sum = kl_sum = 0.0
     agree = tokens = 0
     batches = range(0, windows.shape[0], batch_size)
-    for start in tqdm(batches, desc="perplexity", unit="batch", disable=not progress):
+    ticker = Ticker("perplexity", windows.shape[0], "windows", enabled=progress)
+    for start in batches:
         batch = windows[start : start + batch_size]
+        ticker.update(batch.shape[0])
         logits = _logits(model, batch)
         ref_logits = _logits(reference, batch) if reference is not None else None
         for row in range(batch.shape[0]):

@@ -13,6 +13,7 @@ from torch import nn
 
 from moequant.errors import UsageError
 from moequant.models import check_model_type
+from moequant.models.files import check_model_files
 
 QUANTIZED_MARKER = "quantization.json"
 
@@ -61,6 +62,8 @@ def load_model(
     config = load_config(spec, trust_remote_code)
     check_model_type(getattr(config, "model_type", None))
     source = str(Path(spec).expanduser()) if Path(spec).expanduser().is_dir() else spec
+    if Path(source).is_dir():
+        check_model_files(Path(source))
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
     model = model.to(device).eval()
     if Path(source).is_dir():

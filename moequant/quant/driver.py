@@ -13,7 +13,6 @@ modules it listens to have seen their inputs.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from moequant.models import DecoderLayer, ModelAdapter, adapt
+from moequant.progress import each
 from moequant.quant.config import QuantConfig
 from moequant.quant.hessian import check_finite_activations
 from moequant.quant.report import QuantResult
@@ -143,10 +143,9 @@ def _device_of(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def progress(items: list, label: str, enabled: bool) -> Iterator:
-    from tqdm import tqdm
-
-    return iter(tqdm(items, desc=label, unit="layer", disable=not enabled or not sys.stderr.isatty()))
+def layer_progress(layers: list[DecoderLayer], label: str, result: QuantResult) -> Iterator[DecoderLayer]:
+    """One line per finished decoder layer, with the solver fallbacks counted so far."""
+    return each(layers, label, "layer", detail=lambda: f"fallbacks: {result.summary()['fallbacks'] or 'none'}")
 
 
 @torch.no_grad()
@@ -155,7 +154,6 @@ def stream_quantize(
     calib: torch.Tensor,
     config: QuantConfig,
     quantize_layer: Callable[[LayerContext], None],
-    show_progress: bool = True,
 ) -> QuantResult:
     """Quantize `model` in place layer by layer with `quantize_layer`; returns codes and report."""
     adapter = adapt(model)
@@ -163,7 +161,7 @@ def stream_quantize(
     device = resolve_device(config.device)
     result = QuantResult()
     inputs, kwargs = capture_layer_inputs(adapter, calib, config.batch_size, device)
-    for layer in progress(adapter.layers, f"{config.algo} w{config.wbits}", show_progress):
+    for layer in layer_progress(adapter.layers, f"quantize {config.algo} w{config.wbits}", result):
         home = _device_of(layer.module)
         layer.module.to(device)
         ctx = LayerContext(layer, LayerTargets.of(layer, config.quantize_router), config, device, result, inputs, kwargs)

@@ -13,7 +13,7 @@ from torch import nn
 
 from moequant.models import adapt
 from moequant.quant.config import QuantConfig
-from moequant.quant.driver import check_groupsize, progress
+from moequant.quant.driver import check_groupsize, layer_progress
 from moequant.quant.gptq import rtn_codes
 from moequant.quant.grid import GridSpec, QuantizedWeight
 from moequant.quant.registry import Algorithm, register
@@ -35,7 +35,7 @@ def quantize_rtn(model: nn.Module, calib: torch.Tensor | None, config: QuantConf
     device = resolve_device(config.device)
     spec = config.grid()
     result = QuantResult()
-    for layer in progress(adapter.layers, f"rtn w{config.wbits}", True):
+    for layer in layer_progress(adapter.layers, f"quantize rtn w{config.wbits}", result):
         for target in LayerTargets.of(layer, config.quantize_router).all():
             q = rtn_quantize(target.read().to(device), spec)
             target.write(q.dequantize().cpu())

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from moequant.errors import UsageError
-from moequant.models import DenseMLP, ModelAdapter
+from moequant.models import DecoderLayer, DenseMLP, ModelAdapter
 
 _PROBE_SEED = 1234
 
@@ -41,16 +41,23 @@ def _mlp_readers(mlp: object) -> list[torch.Tensor]:
     return views
 
 
+def layer_norm_readers(layer: DecoderLayer) -> list[NormReaders]:
+    """The two residual-stream norms of one decoder layer with the weights that read them."""
+    attention = [linear.weight.data for linear in layer.attention.readers.values()]
+    return [
+        NormReaders(f"layer {layer.index} input norm", layer.input_norm, attention),
+        NormReaders(f"layer {layer.index} post-attention norm", layer.post_attention_norm, _mlp_readers(layer.mlp)),
+    ]
+
+
+def final_norm_readers(adapter: ModelAdapter) -> NormReaders:
+    return NormReaders("final norm", adapter.final_norm, [adapter.lm_head.weight.data])
+
+
 def norm_readers(adapter: ModelAdapter) -> list[NormReaders]:
     """Every residual-stream norm of the model with all the weights that read it."""
-    groups = []
-    for layer in adapter.layers:
-        attention = [linear.weight.data for linear in layer.attention.readers.values()]
-        groups.append(NormReaders(f"layer {layer.index} input norm", layer.input_norm, attention))
-        mlp = _mlp_readers(layer.mlp)
-        groups.append(NormReaders(f"layer {layer.index} post-attention norm", layer.post_attention_norm, mlp))
-    groups.append(NormReaders("final norm", adapter.final_norm, [adapter.lm_head.weight.data]))
-    return groups
+    groups = [group for layer in adapter.layers for group in layer_norm_readers(layer)]
+    return [*groups, final_norm_readers(adapter)]
 
 
 def _reject(norm: nn.Module, where: str, why: str) -> UsageError:

@@ -3,7 +3,8 @@
 With every norm folded, the residual stream h can be replaced by hQ for one orthogonal Q:
 embeddings become E·Q, every reader W·Q and every writer Qᵀ·W, so each layer sees exactly
 the activations it saw before. All arithmetic is float64 on one weight at a time (row
-blocks for the big ones) and written back in place: no second copy of the model.
+blocks for the big ones) and written back in place, each tensor in its own dtype (a router
+kept in float32 inside a bf16 model stays float32): no second copy of the model.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import torch
 from torch import nn
 
 from moequant import __version__
-from moequant.models import DenseMLP, ModelAdapter, adapt
+from moequant.models import DecoderLayer, DenseMLP, ModelAdapter, adapt
 from moequant.rotation.config import RotationConfig
-from moequant.rotation.fuse import check_norms, fuse_norms, norm_readers
+from moequant.progress import each
+from moequant.rotation.fuse import NormReaders, check_norms, final_norm_readers, layer_norm_readers
 from moequant.rotation.hadamard import plan, random_signs
 from moequant.rotation.online import down_projections, fold_online_hadamard, install_online_hadamard
 from moequant.rotation.transform import TORCH, hadamard_transform, transform_rows
@@ -31,16 +33,20 @@ def untie_lm_head(adapter: ModelAdapter) -> bool:
     return True
 
 
+def layer_residual_writers(layer: DecoderLayer) -> Iterator[nn.Linear | torch.Tensor]:
+    """Every linear (or [H, in] weight view) of one decoder layer that adds into the residual stream."""
+    yield from layer.attention.writers.values()
+    mlp = layer.mlp
+    if isinstance(mlp, DenseMLP):
+        yield mlp.down
+        return
+    yield from (mlp.experts.weight("down", e) for e in range(mlp.experts.num_experts))
+    yield from (shared.down for shared in mlp.shared_experts)
+
+
 def residual_writers(adapter: ModelAdapter) -> Iterator[nn.Linear | torch.Tensor]:
-    """Every linear (or [H, in] weight view) that adds into the residual stream."""
     for layer in adapter.layers:
-        yield from layer.attention.writers.values()
-        mlp = layer.mlp
-        if isinstance(mlp, DenseMLP):
-            yield mlp.down
-            continue
-        yield from (mlp.experts.weight("down", e) for e in range(mlp.experts.num_experts))
-        yield from (shared.down for shared in mlp.shared_experts)
+        yield from layer_residual_writers(layer)
 
 
 class ResidualRotation:
@@ -59,6 +65,18 @@ class ResidualRotation:
 
     def rotate_reader(self, weight: torch.Tensor) -> None:
         transform_rows(weight, self.right)
+
+    def fold_and_rotate(self, group: NormReaders) -> int:
+        """W·diag(g)·Q for every reader of one norm in a single float64 pass, then g ← 1.
+
+        One pass means one rounding: a bf16 or fp16 weight is written back once, not once
+        for the fold and again for the rotation. Returns the number of readers rotated.
+        """
+        scale = group.norm.weight.data.double()
+        for weight in group.readers:
+            transform_rows(weight, lambda rows: self.right(rows * scale.to(rows.device)))
+        group.norm.weight.data.fill_(1.0)
+        return len(group.readers)
 
     def rotate_writer(self, linear: nn.Linear | torch.Tensor) -> None:
         """Qᵀ·W for W [H, in]: the columns of W are rotated, i.e. rows of Wᵀ times Q."""
@@ -85,16 +103,19 @@ def rotate_model(model: nn.Module, config: RotationConfig | None = None) -> dict
     check_norms(adapter)
     _check_sizes(adapter, config)
     untied = untie_lm_head(adapter)
-    norms = fuse_norms(adapter)
     hidden = adapter.embed_tokens.weight.shape[1]
     rotation = ResidualRotation(hidden, config.seed)
     rotation.rotate_reader(adapter.embed_tokens.weight.data)
-    readers = [weight for group in norm_readers(adapter) for weight in group.readers]
-    for weight in readers:
-        rotation.rotate_reader(weight)
-    writers = list(residual_writers(adapter))
-    for writer in writers:
-        rotation.rotate_writer(writer)
+    norms = readers = writers = 0
+    for layer in each(adapter.layers, "rotate", "layer"):
+        for group in layer_norm_readers(layer):
+            readers += rotation.fold_and_rotate(group)
+            norms += 1
+        for writer in layer_residual_writers(layer):
+            rotation.rotate_writer(writer)
+            writers += 1
+    readers += rotation.fold_and_rotate(final_norm_readers(adapter))
+    norms += 1
     report: dict[str, object] = {
         "moequant_version": __version__,
         "family": adapter.family,
@@ -105,8 +126,8 @@ def rotate_model(model: nn.Module, config: RotationConfig | None = None) -> dict
         "transform": f"{TORCH} (float64)",
         "norms_fused": norms,
         "embeddings_rotated": True,
-        "readers_rotated": len(readers),
-        "writers_rotated": len(writers),
+        "readers_rotated": readers,
+        "writers_rotated": writers,
         "untied_lm_head": untied,
         "online_hadamard": None,
     }

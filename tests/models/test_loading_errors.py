@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from moequant.cli import main
 
 
@@ -49,3 +51,37 @@ def test_inspect_describes_layers(capsys, make_tiny, tmp_path):
     assert main(["inspect", "--model", str(tmp_path / "q")]) == 0
     out = capsys.readouterr().out
     assert '"family": "qwen2_moe"' in out and '"shared_gate": true' in out and '"layout": "fused"' in out
+
+
+def _corrupt(directory, how: str) -> str:
+    """Break a saved model's weights one way; returns the file name the error must name."""
+    import json
+
+    weights = directory / "model.safetensors"
+    if how == "missing":
+        weights.unlink()
+        return "model.safetensors"
+    if how == "truncated":
+        data = weights.read_bytes()
+        weights.write_bytes(data[: len(data) // 2])
+        return "model.safetensors"
+    if how == "not-safetensors":
+        weights.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00hello, not a header")
+        return "model.safetensors"
+    if how == "empty":
+        weights.write_bytes(b"")
+        return "model.safetensors"
+    index = {"metadata": {}, "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors"}}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    return "model-00002-of-00002.safetensors"
+
+
+@pytest.mark.parametrize("how", ["missing", "truncated", "not-safetensors", "empty", "missing-shard"])
+def test_bad_weight_files_are_one_line_naming_the_file(capsys, tmp_path, how: str):
+    from moequant.models.synthetic import tiny_model
+
+    tiny_model("mixtral").save_pretrained(tmp_path / "m")
+    name = _corrupt(tmp_path / "m", how)
+    code, err = _run(capsys, "inspect", "--model", str(tmp_path / "m"))
+    assert code == 2, err
+    assert err.count("\n") == 0 and name in err and "Traceback" not in err, err

@@ -40,7 +40,7 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def fold_only(model, calib, weighted: bool = False) -> None:
     config = QuantConfig(algo="agq_awq" if weighted else "awq", batch_size=4, extra=FOLD)
-    stream_quantize(model, calib, config, AWQLayer(weighted, apply_quantization=False), show_progress=False)
+    stream_quantize(model, calib, config, AWQLayer(weighted, apply_quantization=False))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -15,7 +15,7 @@ from moequant.quant.registry import get
 from tests.conftest import demo_windows
 
 @pytest.mark.slow
-def test_w3_awq_perplexity_at_most_rtn(trained_demo_dir):
+def test_w3_awq_perplexity_closer_to_fp_than_rtn(trained_demo_dir):
     demo_dir = trained_demo_dir
     calib, held_out = demo_windows(demo_dir, "train", 64), demo_windows(demo_dir, "test", 32)
     reference = load_model(str(demo_dir))
@@ -26,6 +26,8 @@ def test_w3_awq_perplexity_at_most_rtn(trained_demo_dir):
         results[algo] = evaluate_windows(model, held_out, batch_size=8, reference=reference, progress=False)
     summary = {algo: (round(r.ppl, 3), round(r.kld, 5)) for algo, r in results.items()}
     print(f"W3 demo (ppl, KL): fp {results['rtn'].reference_ppl:.3f}, {summary}")
-    assert results["awq"].ppl <= results["rtn"].ppl, summary
+    fp_ppl = results["rtn"].reference_ppl
+    # Distance, not difference: quantization noise can move perplexity below the fp model's.
+    assert abs(results["awq"].ppl - fp_ppl) <= abs(results["rtn"].ppl - fp_ppl), summary
     assert results["awq"].kld < results["rtn"].kld, summary
     assert results["agq_awq"].kld < results["rtn"].kld, summary

@@ -19,7 +19,7 @@ def run_observed(model, calib, config, agq):
     def observe(ctx, targets, hessian):
         seen[(ctx.layer.index, tuple(t.module for t in targets))] = hessian.H.clone().double()
 
-    result = stream_quantize(model, calib, config, GPTQLayer(agq, observe), show_progress=False)
+    result = stream_quantize(model, calib, config, GPTQLayer(agq, observe))
     return result, seen
 
 

@@ -37,5 +37,6 @@ def test_w3_gptq_halves_rtn_divergence(trained_demo_dir):
         kl[algo], ppl[algo] = mean_kl(fp_logits, logits), perplexity(logits, held_out)
     print(f"W3 demo: KL {kl}, PPL {ppl}")
     assert kl["gptq"] <= 0.5 * kl["rtn"], kl
-    assert ppl["gptq"] - ppl["fp"] <= ppl["rtn"] - ppl["fp"], ppl
+    # Distance, not difference: quantization noise can move perplexity below the fp model's.
+    assert abs(ppl["gptq"] - ppl["fp"]) <= abs(ppl["rtn"] - ppl["fp"]), ppl
     assert kl["agq"] < kl["rtn"], kl
