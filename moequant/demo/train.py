@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, DeepseekV3Config, MixtralConfig, PreTrainedConfig, Qwen2MoeConfig
 
 from moequant.demo.corpus import DOMAINS
 from moequant.demo.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from moequant.models import ModelAdapter, adapt
 from moequant.models.routing import capture_routing
+from moequant.progress import Ticker
 
 FAMILIES: tuple[str, ...] = ("mixtral", "qwen2_moe", "deepseek_v3")
 DEFAULT_STEPS = 1500
@@ -215,9 +215,9 @@ def train(
     adapter = adapt(model)
     losses: list[float] = []
     model.train()
-    bar = tqdm(range(settings.steps), desc="build-demo", disable=not progress, mininterval=2.0)
+    ticker = Ticker("build-demo", settings.steps, "steps", enabled=progress)
     with capture_routing(adapter, keep_logits=True) as records:
-        for step in bar:
+        for step in range(settings.steps):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, settings)
             batch = sample_batch(streams, shape, step, generator)
@@ -230,7 +230,6 @@ def train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(lm_loss.detach().item())
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            ticker.update(1, lambda: f"loss {sum(losses[-10:]) / len(losses[-10:]):.3f}")
     model.eval()
     return losses
