@@ -11,6 +11,7 @@ import torch
 
 from moequant.artifacts import file_sha256
 from moequant.errors import UsageError
+from moequant.quant.grid import SCALE_DTYPES
 
 NAME = "quantize"
 HELP = "quantize a MoE model's decoder weights (RTN, GPTQ, AGQ-GPTQ, ...) into a checkpoint directory"
@@ -23,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algo", required=True, help="quantization algorithm (rtn, gptq, agq, ...)")
     parser.add_argument("--wbits", type=int, required=True, help="weight bits, 2-8")
     parser.add_argument("--groupsize", type=int, default=-1, help="columns per scale group; -1 = per output channel")
-    parser.add_argument("--asym", action="store_true", help="asymmetric grid (stores zero points)")
+    parser.add_argument("--asym", action="store_true",
+                        help="asymmetric grid; refused: stock transformers cannot load asymmetric pack-quantized weights")
     parser.add_argument("--no-clip", dest="clip", action="store_false", help="skip the MSE clip search")
     parser.add_argument("--act-order", action="store_true", help="GPTQ: quantize columns by decreasing diag(H)")
     parser.add_argument("--damp", type=float, default=0.01, help="GPTQ damping as a fraction of mean(diag H)")
@@ -42,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hessian-dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--batch-size", type=int, default=16, help="calibration samples per forward")
     parser.add_argument("--dtype", default="float32", help="dtype to load and quantize the model in")
+    parser.add_argument("--scale-dtype", choices=SCALE_DTYPES,
+                        help="dtype scales are rounded to before codes are computed (the serving dtype); "
+                             "default: the model's dtype")
     parser.add_argument("--device", default="auto", help="compute device for the layer being quantized")
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
@@ -55,6 +60,32 @@ def _source_metadata(model: str) -> dict[str, object]:
         if path.is_file():
             found[name.removesuffix(".json")] = json.loads(path.read_text())
     return found
+
+
+def _refuse_unservable(args: argparse.Namespace) -> None:
+    """What a pack-quantized checkpoint cannot represent is refused before any weight is read."""
+    from moequant.rotation import read_metadata
+
+    if args.asym:
+        raise UsageError("--asym: stock transformers cannot load asymmetric pack-quantized checkpoints; drop --asym")
+    rotation = read_metadata(args.model) if Path(args.model).expanduser().is_dir() else None
+    if rotation and rotation.get("online_hadamard"):
+        raise UsageError(
+            f"{args.model!r} was rotated with --online-hadamard, which a plain checkpoint cannot serve; "
+            "rotate without it"
+        )
+
+
+def scale_dtype(args: argparse.Namespace, dtype: torch.dtype) -> str:
+    """--scale-dtype, or the model's dtype; a scale dtype the weights' dtype cannot hold is refused."""
+    model_dtype = str(dtype).removeprefix("torch.")
+    chosen = args.scale_dtype or (model_dtype if model_dtype in SCALE_DTYPES else "float32")
+    if chosen != model_dtype and dtype != torch.float32:
+        raise UsageError(
+            f"--scale-dtype {chosen} with --dtype {model_dtype}: transformers loads scales in the model's dtype "
+            f"and would round them; use --scale-dtype {model_dtype} or --dtype float32"
+        )
+    return chosen
 
 
 def _check_shapes(args: argparse.Namespace, config) -> None:
@@ -75,17 +106,20 @@ def _check_shapes(args: argparse.Namespace, config) -> None:
 def run(args: argparse.Namespace) -> int:
     from moequant.calib.records import read_calibration
     from moequant.models.loading import load_model, load_tokenizer
-    from moequant.quant.checkpoint import save_quantized
+    from moequant.quant.checkpoint import save_quantized, servability
     from moequant.quant.config import QuantConfig
     from moequant.quant.registry import get
     from moequant.runtime import resolve_dtype
 
+    _refuse_unservable(args)
+    dtype = resolve_dtype(args.dtype)
     config = QuantConfig(
         algo=args.algo,
         wbits=args.wbits,
         groupsize=args.groupsize,
         sym=not args.asym,
         clip=args.clip,
+        scale_dtype=scale_dtype(args, dtype),
         damp=args.damp,
         blocksize=args.blocksize,
         act_order=args.act_order,
@@ -115,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
             "seqlen": int(calib.shape[1]),
             "source": summary.get("source"),
         }
-    model = load_model(args.model, dtype=resolve_dtype(args.dtype), trust_remote_code=args.trust_remote_code)
+    model = load_model(args.model, dtype=dtype, trust_remote_code=args.trust_remote_code)
     started = time.time()
     result = algorithm.quantize(model, calib, config)
     metadata = {
@@ -124,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         "groupsize": config.groupsize,
         "sym": config.sym,
         "clip": config.clip,
+        "scale_dtype": config.scale_dtype,
         "damp": config.damp,
         "config": config.to_dict(),
         "calibration": calibration,
@@ -137,4 +172,7 @@ def run(args: argparse.Namespace) -> int:
     summary = result.summary()
     print(f"quantized {summary['weights']} weights with {config.algo} w{config.wbits} → {args.out} "
           f"(fallbacks: {summary['fallbacks'] or 'none'})")
+    servable = servability(config.wbits)
+    if not servable["vllm"]:
+        print(f"note: {servable['note']}")
     return 0

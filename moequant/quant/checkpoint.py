@@ -1,56 +1,231 @@
-"""Quantized checkpoints: packed integer codes on disk, an ordinary HF model when loaded.
+"""Quantized checkpoints in compressed-tensors `pack-quantized`: what vLLM serves and stock
+transformers loads, and what moequant itself evaluates.
 
 Layout of a checkpoint directory:
-- `config.json` (+ tokenizer files): the base model's config, so the loader can rebuild it;
-- `quantized.safetensors`: per weight address `A`, `A.codes` (bit-packed), `A.scale`
-  (float32) and, for asymmetric grids, `A.zero` (bit-packed);
-- `fp_weights.safetensors`: every tensor that stays floating point (embeddings, norms,
-  lm_head, biases, unquantized routers); not named `model.safetensors` so no tool mistakes
-  the partial state for a complete model;
-- `quantization.json`: method, grid, calibration hash, source metadata, package version and
-  the shape of every quantized weight; its presence marks the directory as a checkpoint;
+- `model-0000k-of-N.safetensors` + `model.safetensors.index.json`: shard 1 holds what lies
+  outside the decoder layers (embeddings, final norm, lm_head), shard k + 1 decoder layer k,
+  so writing never holds more than one layer's tensors beyond the model itself;
+- under the model's original Hub names (transformers' own reverse conversion, the one
+  `save_pretrained` applies, splits fused experts into one tensor per expert), every quantized
+  Linear X as `X.weight_packed` (int32), `X.weight_scale` (the scale dtype) and
+  `X.weight_shape`; every other tensor dense in its own dtype (routers and shared-expert
+  gates, dequantized when the method quantized them, norms, biases, embeddings, lm_head;
+  transformers keeps DeepSeek's router in float32 whatever the model dtype);
+- `config.json` with `quantization_config` (built by compressed-tensors), tokenizer files and
+  remote code files;
+- `quantization.json`: method, grid, calibration, source, which servers can run it; its
+  presence marks the directory as a moequant checkpoint;
 - `report.csv`: one row per quantized linear or expert.
-Loading dequantizes with the same function the quantizer used, so the loaded model equals
-the in-memory quantized one bit for bit.
+The dequantized weights are exactly the in-memory quantized model's (`grid.dequantize`
+rounds like compressed-tensors), so the loaded model equals it bit for bit.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 import moequant
 from moequant.artifacts import atomic_dir, write_json
 from moequant.errors import UsageError
-from moequant.models import adapt
+from moequant.models import ModelAdapter, adapt
+from moequant.models.files import INDEX_FILE, check_model_files
 from moequant.models.loading import QUANTIZED_MARKER
-from moequant.quant.grid import QuantizedWeight, pack, symmetric_zero, unpack
+from moequant.quant.grid import QuantizedWeight, pack
 from moequant.quant.report import QuantResult, write_report
-from moequant.quant.targets import Target, model_targets
+from moequant.quant.targets import LayerTargets, Target
 
-FORMAT = "moequant-quantized/1"
-QUANTIZED_FILE = "quantized.safetensors"
-FP_FILE = "fp_weights.safetensors"
+FORMAT = "compressed-tensors/pack-quantized"
 REPORT_FILE = "report.csv"
+VLLM_MOE_BITS = (4, 8)
+"""vLLM's fused MoE kernels take W4A16 and W8A16 only; other widths load in transformers."""
+QUANTIZED_SUFFIXES = ("weight_packed", "weight_scale", "weight_shape")
 
 
-def _covered_parameters(model: nn.Module, targets: list[Target]) -> set[str]:
-    """Names of state tensors whose every element belongs to some quantized weight."""
-    spans = [(v.data_ptr(), v.numel()) for t in targets for v in t.views()]
-    covered = set()
-    for name, tensor in model.state_dict(keep_vars=False).items():
-        start, end = tensor.data_ptr(), tensor.data_ptr() + tensor.numel() * tensor.element_size()
-        inside = sum(n for ptr, n in spans if start <= ptr < end)
-        if inside == tensor.numel():
-            covered.add(name)
-    return covered
+def shard_name(index: int, count: int) -> str:
+    return f"model-{index:05d}-of-{count:05d}.safetensors"
 
 
+def _span(tensor: torch.Tensor) -> tuple[int, int]:
+    start = tensor.data_ptr()
+    return start, start + tensor.numel() * tensor.element_size()
+
+
+def _layer_prefixes(adapter: ModelAdapter) -> list[str]:
+    names = {id(module): name for name, module in adapter.model.named_modules()}
+    return [names[id(layer.module)] for layer in adapter.layers]
+
+
+def revert_names(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` under the model's original Hub names, as `save_pretrained` would write it."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    return revert_weight_conversion(model, state) if state else {}
+
+
+class _LayerExport:
+    """The Hub tensors of one decoder layer: quantized linears packed, everything else dense.
+
+    Which quantized weight a state tensor holds is found by storage address, so fused
+    experts, per-expert modules and plain linears need no layout-specific code: the members
+    inside a tensor, in memory order, tile it.
+    """
+
+    def __init__(self, model: nn.Module, prefix: str, state: dict[str, torch.Tensor], targets: LayerTargets,
+                 result: QuantResult, bits: int) -> None:
+        self.model, self.result, self.bits = model, result, bits
+        self.state = {k: v for k, v in state.items() if k.startswith(f"{prefix}.")}
+        routing = {t.address for t in targets.routing()}
+        self.routing_spans = [_span(v) for t in targets.routing() for v in t.views()]
+        self.quantized = [t for t in targets.all() if t.address not in routing]
+        absent = [t.address for t in self.quantized if t.address not in result.weights]
+        if absent:
+            raise UsageError(f"{absent[0]} was not quantized; a pack-quantized checkpoint needs every decoder linear")
+
+    def _pieces(self, tensor: torch.Tensor) -> list[tuple[int, Target, int]]:
+        start, end = _span(tensor)
+        found = [
+            (view.data_ptr(), index, member)
+            for index, target in enumerate(self.quantized)
+            for member, view in enumerate(target.views())
+            if start <= view.data_ptr() < end
+        ]
+        return [(ptr, self.quantized[index], member) for ptr, index, member in sorted(found)]
+
+    def tensors(self) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """(Hub name → tensor, Hub module names of the dense routing linears)."""
+        codes, scales, dense, routing = {}, {}, {}, {}
+        unpacked: dict[str, QuantizedWeight] = {}
+        for key, tensor in self.state.items():
+            pieces = self._pieces(tensor)
+            if not pieces:
+                start, _ = _span(tensor)
+                held = routing if any(a <= start < b for a, b in self.routing_spans) else dense
+                held[key] = tensor.detach().cpu().contiguous()
+                continue
+            if sum(target.views()[m].numel() for _, target, m in pieces) != tensor.numel():
+                raise UsageError(f"{key} is only partly covered by quantized weights")
+            for _, target, _ in pieces:
+                if target.address not in unpacked:
+                    unpacked[target.address] = self.result.weights[target.address].unpacked()
+            rows = tensor.shape[:-1]
+            codes[key] = torch.cat([unpacked[t.address].codes[m] for _, t, m in pieces]).reshape(*rows, -1)
+            scale = torch.cat([unpacked[t.address].scale[m] for _, t, m in pieces]).reshape(*rows, -1)
+            scales[key] = stored_scale(scale, tensor.dtype, key)
+        out: dict[str, torch.Tensor] = {}
+        hub_scales = revert_names(self.model, scales)
+        for name, code in revert_names(self.model, codes).items():
+            module = name.removesuffix(".weight")
+            out[f"{module}.weight_packed"] = pack(code, self.bits)
+            out[f"{module}.weight_scale"] = hub_scales[name].contiguous()
+            out[f"{module}.weight_shape"] = torch.tensor(code.shape, dtype=torch.int64)
+        hub_routing = revert_names(self.model, routing)
+        out.update(revert_names(self.model, dense))
+        out.update(hub_routing)
+        return out, sorted(name.removesuffix(".weight") for name in hub_routing if name.endswith(".weight"))
+
+
+def stored_scale(scale: torch.Tensor, weight_dtype: torch.dtype, where: str) -> torch.Tensor:
+    """`scale` in its weight's dtype, the dtype transformers gives the scale parameter on load.
+
+    transformers casts the stored scale into that parameter, so a scale dtype the weight
+    dtype cannot hold exactly would be rounded on load and the served weights would differ.
+    """
+    if scale.dtype != weight_dtype and weight_dtype != torch.float32:
+        raise UsageError(
+            f"{where}: {str(scale.dtype).removeprefix('torch.')} scales in a {str(weight_dtype).removeprefix('torch.')} "
+            "model would be rounded when transformers loads them; use the model's dtype as scale dtype"
+        )
+    return scale.to(weight_dtype)
+
+
+def _outside_layers(model: nn.Module, state: dict[str, torch.Tensor], prefixes: list[str]) -> tuple[dict, dict]:
+    """Dense tensors outside the decoder layers, tied duplicates left out (name → kept name)."""
+    kept, tied, seen = {}, {}, {}
+    for name, tensor in state.items():
+        if any(name.startswith(f"{p}.") for p in prefixes):
+            continue
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if key in seen:
+            tied[name] = seen[key]
+            continue
+        seen[key] = name
+        kept[name] = tensor.detach().cpu().contiguous()
+    return revert_names(model, kept), tied
+
+
+def quantization_config(bits: int, groupsize: int, ignore: list[str]) -> Any:
+    """The compressed-tensors config of a symmetric integer weight-only grid (one group for every Linear)."""
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationConfig, QuantizationScheme
+
+    grouped = groupsize != -1
+    weights = QuantizationArgs(
+        num_bits=bits,
+        type="int",
+        symmetric=True,
+        strategy="group" if grouped else "channel",
+        group_size=groupsize if grouped else None,
+        dynamic=False,
+    )
+    return QuantizationConfig(
+        config_groups={"group_0": QuantizationScheme(targets=["Linear"], weights=weights)},
+        format="pack-quantized",
+        quantization_status="compressed",
+        ignore=ignore,
+    )
+
+
+def _grid_of(result: QuantResult) -> tuple[int, int, str]:
+    """(bits, groupsize, scale dtype) shared by every weight; refuses what pack-quantized cannot hold.
+
+    One scale per row is the channel strategy (groupsize −1) whatever the row length.
+    """
+    for address, weight in result.weights.items():
+        if not weight.sym:
+            raise UsageError(
+                f"{address} has an asymmetric grid: stock transformers cannot load asymmetric pack-quantized "
+                "weights; quantize with a symmetric grid"
+            )
+    weights = list(result.weights.values())
+    if not weights:
+        raise UsageError("nothing was quantized; there is no checkpoint to write")
+    channel = all(w.scale.shape[-1] == 1 for w in weights)
+    groups = {-1} if channel else {w.shape[-1] // w.scale.shape[-1] for w in weights}
+    grids = {(w.bits, str(w.scale.dtype).removeprefix("torch.")) for w in weights}
+    if len(grids) != 1 or len(groups) != 1:
+        raise UsageError(f"a checkpoint holds one grid; these weights use {sorted(grids)} with groups {sorted(groups)}")
+    (bits, scale_dtype), groupsize = grids.pop(), groups.pop()
+    return bits, groupsize, scale_dtype
+
+
+def servability(bits: int) -> dict[str, Any]:
+    vllm = bits in VLLM_MOE_BITS
+    return {
+        "transformers": True,
+        "vllm": vllm,
+        "note": "" if vllm else f"W{bits}: vLLM's fused MoE kernels take W4/W8 only; loads with transformers",
+    }
+
+
+def _write_shards(tmp: Path, shards: Iterator[dict[str, torch.Tensor]], count: int) -> dict[str, Any]:
+    from safetensors.torch import save_file
+
+    weight_map, total = {}, 0
+    for index, tensors in enumerate(shards, start=1):
+        name = shard_name(index, count)
+        save_file(tensors, str(tmp / name), metadata={"format": "pt"})
+        weight_map.update({key: name for key in tensors})
+        total += sum(t.numel() * t.element_size() for t in tensors.values())
+    return {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+
+
+@torch.no_grad()
 def save_quantized(
     out_dir: str | Path,
     model: nn.Module,
@@ -58,43 +233,38 @@ def save_quantized(
     metadata: dict[str, Any],
     tokenizer: Any | None = None,
 ) -> Path:
-    """Write the checkpoint atomically; `metadata` (method config, calibration, source) goes into quantization.json."""
+    """Write the checkpoint atomically; `metadata` (method config, calibration, source) goes into quantization.json.
+
+    `model` must hold the dequantized weights (every algorithm writes them back in place):
+    dense tensors are taken from it, codes and scales from `result`.
+    """
+    from compressed_tensors.compressors import ModelCompressor
+
+    bits, groupsize, scale_dtype = _grid_of(result)
     adapter = adapt(model)
-    targets = model_targets(adapter, quantize_router=True)
-    quantized = [targets[address] for address in result.weights]
-    covered = _covered_parameters(model, quantized)
-    tensors: dict[str, torch.Tensor] = {}
-    shapes: dict[str, Any] = {}
-    for address, weight in result.weights.items():
-        tensors[f"{address}.codes"] = weight.codes
-        tensors[f"{address}.scale"] = weight.scale.contiguous()
-        if not weight.sym:
-            tensors[f"{address}.zero"] = pack(weight.zero.to(torch.uint8), weight.bits)
-        shapes[address] = {
-            "shape": list(weight.shape),
-            "groups": weight.scale.shape[-1],
-            "bits": weight.bits,
-            "sym": weight.sym,
-        }
-    fp_state, tied, seen = {}, {}, {}
-    for name, tensor in model.state_dict().items():
-        if name in covered:
-            continue
-        key = (tensor.data_ptr(), tuple(tensor.shape))
-        if key in seen:
-            tied[name] = seen[key]
-            continue
-        seen[key] = name
-        fp_state[name] = tensor.detach().cpu().contiguous()
+    prefixes = _layer_prefixes(adapter)
+    state = model.state_dict()
+    outside, tied = _outside_layers(model, state, prefixes)
+    ignore = ["lm_head"]
+
+    def shards() -> Iterator[dict[str, torch.Tensor]]:
+        yield outside
+        for layer, prefix in zip(adapter.layers, prefixes):
+            export = _LayerExport(model, prefix, state, LayerTargets.of(layer, True), result, bits)
+            tensors, routing = export.tensors()
+            ignore.extend(routing)
+            yield tensors
+
     payload = {
         "format": FORMAT,
         "moequant_version": moequant.__version__,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "trust_remote_code": bool(getattr(model.config, "auto_map", None)),
         **metadata,
+        "grid": {"bits": bits, "groupsize": groupsize, "sym": True, "scale_dtype": scale_dtype},
+        "servable": servability(bits),
         "tied": tied,
         "summary": result.summary(),
-        "weights": shapes,
     }
     with atomic_dir(out_dir) as tmp:
         model.config.save_pretrained(tmp)
@@ -104,8 +274,8 @@ def save_quantized(
             custom_object_save(model, tmp, config=model.config)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        save_file(tensors, str(tmp / QUANTIZED_FILE))
-        save_file(fp_state, str(tmp / FP_FILE))
+        write_json(tmp / INDEX_FILE, _write_shards(tmp, shards(), len(prefixes) + 1))
+        ModelCompressor(quantization_config=quantization_config(bits, groupsize, ignore)).update_config(str(tmp))
         write_report(tmp / REPORT_FILE, result.rows)
         write_json(tmp / QUANTIZED_MARKER, payload)
     return Path(out_dir)
@@ -122,22 +292,26 @@ def read_metadata(spec: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_weights(spec: str | Path) -> dict[str, QuantizedWeight]:
-    """The stored codes, scales and zero points by weight address."""
-    root = Path(spec).expanduser()
-    meta = read_metadata(root)
-    tensors = load_file(str(root / QUANTIZED_FILE))
-    weights = {}
-    for address, info in meta["weights"].items():
-        shape, bits = tuple(info["shape"]), info["bits"]
-        codes = unpack(tensors[f"{address}.codes"], bits, shape)
-        scale = tensors[f"{address}.scale"]
-        if info["sym"]:
-            zero = torch.full_like(scale, symmetric_zero(bits))
-        else:
-            zero = unpack(tensors[f"{address}.zero"], bits, tuple(scale.shape)).float()
-        weights[address] = QuantizedWeight(codes, scale, zero, bits, info["sym"])
-    return weights
+def read_index(root: Path) -> dict[str, str]:
+    """Tensor name → shard file, after checking every shard is complete and holds what the index lists."""
+    from safetensors import SafetensorError, safe_open
+
+    if not (root / INDEX_FILE).is_file():
+        raise UsageError(f"{str(root / INDEX_FILE)!r} is missing; not a sharded checkpoint")
+    check_model_files(root)
+    weight_map = json.loads((root / INDEX_FILE).read_text())["weight_map"]
+    for shard in sorted(set(weight_map.values())):
+        file = root / shard
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                present = set(handle.keys())
+        except (OSError, SafetensorError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UsageError(f"weight file {str(file)!r} is not a valid safetensors file ({first})") from None
+        missing = sorted(name for name, where in weight_map.items() if where == shard and name not in present)
+        if missing:
+            raise UsageError(f"weight file {str(file)!r} lacks {missing[0]!r}, which the index lists")
+    return weight_map
 
 
 @torch.no_grad()
@@ -147,29 +321,33 @@ def load_quantized(
     device: str | torch.device = "cpu",
     trust_remote_code: bool | None = None,
 ) -> nn.Module:
-    """The ordinary HF model of a checkpoint, with every quantized weight dequantized in place.
+    """The ordinary HF model of a checkpoint, every quantized weight dequantized at load time.
 
-    Remote code is trusted when the checkpoint says its source model needed it (its code
-    files were copied in by `save_quantized`), unless the caller decides otherwise.
+    Loading goes through stock transformers + compressed-tensors (dequantizing), so what
+    moequant evaluates is what `from_pretrained` gives a user. Remote code is trusted when
+    the checkpoint says its source model needed it (its code files were copied in by
+    `save_quantized`), unless the caller decides otherwise.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
 
     root = Path(spec).expanduser()
     meta = read_metadata(root)
+    read_index(root)
     remote = bool(meta.get("trust_remote_code", False)) if trust_remote_code is None else trust_remote_code
-    config = AutoConfig.from_pretrained(str(root), trust_remote_code=remote)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=remote)
-    fp_state = load_file(str(root / FP_FILE))
-    missing, unexpected = model.load_state_dict(fp_state, strict=False)
-    targets = model_targets(adapt(model), quantize_router=True)
-    weights = load_weights(root)
-    unknown = sorted(set(weights) - set(targets))
-    if unknown or unexpected:
-        raise UsageError(f"checkpoint {str(root)!r} does not match its model config (unknown: {(unknown + unexpected)[:3]})")
-    for address, weight in weights.items():
-        targets[address].write(weight.dequantize())
-    restored = _covered_parameters(model, [targets[a] for a in weights]) | set(meta.get("tied", {}))
-    absent = sorted(set(missing) - restored)
-    if absent:
-        raise UsageError(f"checkpoint {str(root)!r} lacks tensors {absent[:3]}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You passed `quantization_config`")
+        model, info = AutoModelForCausalLM.from_pretrained(
+            str(root),
+            dtype=dtype,
+            trust_remote_code=remote,
+            quantization_config=CompressedTensorsConfig(dequantize=True),
+            output_loading_info=True,
+        )
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        if info.get(kind):
+            raise UsageError(f"checkpoint {str(root)!r} does not match its config: {kind.replace('_', ' ')} {sorted(info[kind])[:3]}")
+    for layer in adapt(model).moe_layers:
+        for param in layer.mlp.experts.parameters():
+            # transformers leaves dequantized fused experts in the stored scales' dtype
+            param.data = param.data.to(dtype)
     return model.to(device).eval()

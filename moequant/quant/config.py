@@ -11,7 +11,7 @@ from typing import Any
 
 from moequant.errors import UsageError, require
 from moequant.models import PROJECTIONS
-from moequant.quant.grid import GridSpec
+from moequant.quant.grid import SCALE_DTYPES, GridSpec
 
 AGQ_WEIGHTS = ("c", "c2")
 HESSIAN_DTYPES = ("float32", "float64")
@@ -27,6 +27,7 @@ class QuantConfig:
     clip_norm: float = 2.4
     clip_grid: int = 100
     clip_maxshrink: float = 0.8
+    scale_dtype: str = "float32"
     damp: float = 0.01
     blocksize: int = 128
     act_order: bool = False
@@ -56,6 +57,9 @@ class QuantConfig:
         require(self.clip_norm > 0, f"clip_norm must be positive, got {self.clip_norm!r}")
         require(self.clip_grid >= 1, f"clip_grid must be at least 1, got {self.clip_grid!r}")
         require(0 <= self.clip_maxshrink < 1, f"clip_maxshrink must lie in [0, 1), got {self.clip_maxshrink!r}")
+        require(
+            self.scale_dtype in SCALE_DTYPES, f"scale_dtype must be one of {SCALE_DTYPES}, got {self.scale_dtype!r}"
+        )
         require(self.damp >= 0, f"damp must be non-negative (a fraction of mean(diag H)), got {self.damp!r}")
         require(self.blocksize >= 1, f"blocksize must be at least 1, got {self.blocksize!r}")
         require(self.agq_weight in AGQ_WEIGHTS, f"agq_weight must be one of {AGQ_WEIGHTS}, got {self.agq_weight!r}")
@@ -71,7 +75,14 @@ class QuantConfig:
 
     def grid(self) -> GridSpec:
         return GridSpec(
-            self.wbits, self.sym, self.groupsize, self.clip, self.clip_norm, self.clip_grid, self.clip_maxshrink
+            self.wbits,
+            self.sym,
+            self.groupsize,
+            self.clip,
+            self.clip_norm,
+            self.clip_grid,
+            self.clip_maxshrink,
+            self.scale_dtype,
         )
 
     def check_in_features(self, in_features: int, where: str) -> None:

@@ -142,8 +142,8 @@ def gptq_solve(
     starved = torch.zeros(members, dtype=torch.bool) if starved is None else starved.cpu().bool()
     codes = torch.zeros(members, rows, cols, dtype=torch.uint8, device=device)
     groups = cols // spec.group_of(cols)
-    scale = torch.zeros(members, rows, groups, dtype=torch.float32, device=device)
-    zero = torch.zeros_like(scale)
+    scale = torch.zeros(members, rows, groups, dtype=spec.scale_torch_dtype, device=device)
+    zero = torch.zeros(members, rows, groups, dtype=torch.float32, device=device)
     loss = torch.full((members, rows), float("nan"), dtype=torch.float64)
     damp_used = torch.full((members,), float("nan"), dtype=torch.float64)
     fallback = starved.clone()
@@ -155,7 +155,7 @@ def gptq_solve(
         ok = ok.cpu()
         good, bad = index[ok], index[~ok]
         codes[good.to(device)] = c[ok.to(device)].to(torch.uint8)
-        scale[good.to(device)] = s[ok.to(device)].float()
+        scale[good.to(device)] = s[ok.to(device)]
         zero[good.to(device)] = z[ok.to(device)].float()
         loss[good] = lo[ok.to(device)].double().cpu()
         damp_used[good] = used[ok.to(device)].double().cpu()

@@ -2,17 +2,24 @@
 
 Every shape carries arbitrary leading dimensions so one call fits all experts of a
 projection at once. Rows are split into groups of `groupsize` columns (the whole row
-when per-channel), and each (row, group) gets one scale and zero point. Dequantization
-goes through `dequantize` everywhere — solver, driver and loader — so a checkpoint
-reproduces the in-memory quantized weights bit for bit.
+when per-channel), and each (row, group) gets one scale and zero point.
+
+Scales are rounded to `GridSpec.scale_dtype` (the dtype a server multiplies with: vLLM
+casts scales to its activation dtype) as soon as they are fitted, before any code is
+computed from them, so the weights the solver, the evaluation and a served checkpoint see
+are the same numbers. Dequantization, scale·(code − zero), is exact in float32.
+Packing is compressed-tensors' own (`pack-quantized`: a dense little-endian bit stream per
+row in int32 words), so the in-memory codes are already the checkpoint's `weight_packed`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
+from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32, unpack_from_int32
+
+SCALE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -24,10 +31,15 @@ class GridSpec:
     clip_norm: float = 2.4
     clip_grid: int = 100
     clip_maxshrink: float = 0.8
+    scale_dtype: str = "float32"
 
     @property
     def maxq(self) -> int:
         return 2**self.bits - 1
+
+    @property
+    def scale_torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.scale_dtype)
 
     def group_of(self, columns: int) -> int:
         return columns if self.groupsize == -1 else self.groupsize
@@ -35,7 +47,10 @@ class GridSpec:
 
 @dataclass
 class QuantizedWeight:
-    """Integer codes [..., out, in] (uint8) with scales and zero points [..., out, groups]."""
+    """Integer codes [..., out, in] (uint8) with scales and zero points [..., out, groups].
+
+    `scale` is held in the grid's scale dtype, the values a server multiplies with.
+    """
 
     codes: torch.Tensor
     scale: torch.Tensor
@@ -64,21 +79,26 @@ def symmetric_zero(bits: int) -> float:
     return float((2**bits) // 2)
 
 
+def round_scale(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`scale` in `dtype`, never rounded down to zero (a tiny range in float16 would underflow)."""
+    return scale.to(dtype).clamp(min=torch.finfo(dtype).tiny)
+
+
 def params_from_range(
     xmin: torch.Tensor, xmax: torch.Tensor, spec: GridSpec
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and zero point covering [xmin, xmax] (xmin ≤ 0 ≤ xmax)."""
+    """Scale (in the grid's scale dtype) and float32 zero point covering [xmin, xmax] (xmin ≤ 0 ≤ xmax)."""
     if spec.sym:
         xmax = torch.maximum(xmin.abs(), xmax)
         xmin = -xmax
     empty = (xmin == 0) & (xmax == 0)
     xmin = torch.where(empty, -torch.ones_like(xmin), xmin)
     xmax = torch.where(empty, torch.ones_like(xmax), xmax)
-    scale = (xmax - xmin) / spec.maxq
+    scale = round_scale((xmax - xmin) / spec.maxq, spec.scale_torch_dtype)
     if spec.sym:
-        zero = torch.full_like(scale, symmetric_zero(spec.bits))
+        zero = torch.full(scale.shape, symmetric_zero(spec.bits), dtype=torch.float32, device=scale.device)
     else:
-        zero = torch.round(-xmin / scale).clamp(0, spec.maxq)
+        zero = torch.round(-xmin / scale.float()).clamp(0, spec.maxq)
     return scale, zero
 
 
@@ -104,7 +124,7 @@ def fit_grid(w: torch.Tensor, spec: GridSpec) -> tuple[torch.Tensor, torch.Tenso
     scale, zero = params_from_range(xmin, xmax, spec)
     if not spec.clip:
         return scale, zero
-    best = torch.full_like(scale, float("inf"))
+    best = torch.full(scale.shape, float("inf"), device=scale.device)
     for step in range(int(spec.clip_maxshrink * spec.clip_grid)):
         shrink = 1 - step / spec.clip_grid
         s, z = params_from_range(shrink * xmin, shrink * xmax, spec)
@@ -120,7 +140,7 @@ def fit_grid(w: torch.Tensor, spec: GridSpec) -> tuple[torch.Tensor, torch.Tenso
 def quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, sym: bool) -> QuantizedWeight:
     group = w.shape[-1] // scale.shape[-1]
     codes = to_codes(w.float(), _expand(scale, group), _expand(zero, group), 2**bits - 1)
-    return QuantizedWeight(codes.to(torch.uint8), scale.float(), zero.float(), bits, sym)
+    return QuantizedWeight(codes.to(torch.uint8), scale, zero.float(), bits, sym)
 
 
 def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, groupsize: int) -> torch.Tensor:
@@ -128,15 +148,18 @@ def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, gro
 
 
 def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Codes < 2**bits as a dense little-endian bit stream of `bits` bits each (1-D uint8)."""
-    flat = codes.detach().to("cpu", torch.uint8).reshape(-1).numpy()
-    bitplanes = np.unpackbits(flat[:, None], axis=1, bitorder="little")[:, :bits]
-    return torch.from_numpy(np.packbits(bitplanes.reshape(-1), bitorder="little"))
+    """Codes 0..2^bits−1 [..., out, in] as compressed-tensors packs them: int32 [..., out, ⌈in·bits/32⌉].
+
+    compressed-tensors stores signed values q = code − 2^(bits−1); for the symmetric grid
+    that is exactly the signed integer scale multiplies.
+    """
+    offset = 1 << (bits - 1)
+    signed = (codes.detach().to("cpu", torch.int16) - offset).to(torch.int8)
+    return pack_to_int32(signed.reshape(-1, *signed.shape[-2:]), bits).reshape(*signed.shape[:-1], -1)
 
 
 def unpack(packed: torch.Tensor, bits: int, shape: tuple[int, ...]) -> torch.Tensor:
-    count = int(np.prod(shape))
-    stream = np.unpackbits(packed.numpy(), bitorder="little")[: count * bits].reshape(count, bits)
-    planes = np.zeros((count, 8), dtype=np.uint8)
-    planes[:, :bits] = stream
-    return torch.from_numpy(np.packbits(planes, axis=1, bitorder="little").reshape(shape))
+    """The uint8 codes [..., out, in] of `pack`'s output."""
+    rows = packed.reshape(-1, *packed.shape[-2:])
+    signed = unpack_from_int32(rows, bits, torch.Size((rows.shape[0], *shape[-2:])))
+    return (signed.to(torch.int16) + (1 << (bits - 1))).to(torch.uint8).reshape(shape)

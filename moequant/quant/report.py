@@ -34,7 +34,8 @@ class PackedWeight:
     """A quantized weight as it is kept until the checkpoint is written: codes bit-packed.
 
     One uint8 per code would hold half an fp16 model's size on the host for the whole run
-    (at W4); packing as each layer finishes keeps it at bits/16 of it.
+    (at W4); packing as each layer finishes keeps it at bits/16 of it. The packing is the
+    checkpoint's (`grid.pack`, compressed-tensors' `weight_packed` rows).
     """
 
     codes: torch.Tensor

@@ -40,10 +40,28 @@ def test_clip_search_never_worse_than_full_range():
 
 @pytest.mark.parametrize("bits", range(2, 9))
 def test_pack_round_trip(bits):
-    codes = torch.randint(0, 2**bits, (3, 7, 11), dtype=torch.uint8)
+    codes = torch.randint(0, 2**bits, (3, 7, 45), dtype=torch.uint8)
     packed = pack(codes, bits)
-    assert packed.numel() == -(-codes.numel() * bits // 8)
+    assert packed.dtype == torch.int32 and packed.shape == (3, 7, -(-45 * bits // 32))
     assert torch.equal(unpack(packed, bits, tuple(codes.shape)), codes)
+
+
+def test_packing_is_compressed_tensors_little_endian_bit_stream():
+    """Code c is stored as q = c − 2^(b−1), packed as q + 2^(b−1): the bits of c, first code lowest."""
+    codes = torch.tensor([[9, 0, 15, 3, 8, 8, 8, 1] * 4], dtype=torch.uint8)
+    word = sum(int(c) << (4 * i) for i, c in enumerate(codes[0, :8]))
+    signed = word - (1 << 32) if word >= 1 << 31 else word
+    assert pack(codes, 4).tolist() == [[signed] * 4]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_scales_are_rounded_to_the_scale_dtype_before_codes(dtype):
+    w = torch.randn(4, 32)
+    spec = GridSpec(4, groupsize=8, scale_dtype=dtype)
+    scale, zero = fit_grid(w, spec)
+    assert scale.dtype == getattr(torch, dtype)
+    q = quantize(w, scale, zero, 4, True)
+    assert torch.equal(q.codes, quantize(w, scale.float(), zero, 4, True).codes)
 
 
 def test_zero_row_gets_a_valid_grid():

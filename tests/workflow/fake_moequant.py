@@ -69,6 +69,8 @@ def main(argv: list[str]) -> int:
     elif verb in ("rotate", "quantize", "make-tasks"):
         out.mkdir(parents=True, exist_ok=True)
         (out / "made-by.json").write_text(json.dumps({"verb": verb, "args": rest}))
+    elif verb == "validate":
+        return 0 if (Path(rest[0]) / "made-by.json").is_file() else 2
     elif verb == "eval-ppl":
         _write_ppl(rest, str(out))
     elif verb == "eval-tasks":

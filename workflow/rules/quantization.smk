@@ -1,5 +1,7 @@
 # One quantized checkpoint per model × method × bit width; the method entry decides the
 # starting model (rotated or not), the calibration set and the algorithm with its options.
+# Each checkpoint is validated as it is written (every linear and expert quantized, codes,
+# scales, Hub names, stock transformers loading): one that fails is not kept.
 
 
 rule quantize:
@@ -24,4 +26,5 @@ rule quantize:
         CONDA_ENV
     shell:
         "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
-        "moequant quantize --model {params.model} {params.args} --out {output} > {log} 2>&1"
+        "moequant quantize --model {params.model} {params.args} --out {output} > {log} 2>&1 && "
+        "moequant validate {output} >> {log} 2>&1"
