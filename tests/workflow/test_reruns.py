@@ -16,13 +16,9 @@ from tests.workflow.harness import planned_jobs, planned_outputs, snakemake
 TEST_CONFIG = ("--configfile", "config/test.yaml")
 
 
-def _touch_room(root: Path, room: str) -> None:
-    """Edit a module of `moequant/<room>` the way a developer would: change its source."""
-    folder = root / "moequant" / room
-    folder.mkdir(parents=True, exist_ok=True)
-    modules = sorted(folder.glob("*.py"))
-    target = modules[0] if modules else folder / "__init__.py"
-    with open(target, "a") as handle:
+def _edit_module(root: Path, module: str) -> None:
+    """Edit one package module the way a developer would: change its source."""
+    with open(root / "moequant" / module, "a") as handle:
         handle.write("\n# edited by a test\n")
 
 
@@ -42,7 +38,7 @@ def test_finished_run_is_up_to_date(run_copy):
 
 def test_quantization_code_reruns_quantize_and_downstream_only(run_copy):
     root, env = run_copy
-    _touch_room(root, "quant")
+    _edit_module(root, "quant/gptq.py")
     result = snakemake(root, env, "-n", *TEST_CONFIG)
     assert planned_jobs(result) == {"quantize": 2, "eval_ppl": 2, "tables": 1, "all": 1}
     assert "Code has changed since last execution" in result.stdout + result.stderr or "Params have changed" in (
@@ -54,9 +50,19 @@ def test_quantization_code_reruns_quantize_and_downstream_only(run_copy):
 
 def test_calibration_code_reruns_calibration_chain_but_not_rotation_or_rtn(run_copy):
     root, env = run_copy
-    _touch_room(root, "calib")
+    _edit_module(root, "calib/ebss.py")
     jobs = planned_jobs(snakemake(root, env, "-n", *TEST_CONFIG))
     assert jobs == {"calibrate": 1, "quantize": 1, "eval_ppl": 1, "tables": 1, "all": 1}
+
+
+def test_calibration_records_rerun_every_quantization_and_nothing_upstream(run_copy):
+    """quantize reads calibration tokens through calib/records.py: its code version must see it."""
+    root, env = run_copy
+    _edit_module(root, "calib/records.py")
+    result = snakemake(root, env, "-n", *TEST_CONFIG)
+    assert planned_jobs(result) == {"calibrate": 1, "quantize": 2, "eval_ppl": 2, "tables": 1, "all": 1}
+    outputs = " ".join(planned_outputs(result))
+    assert "rtn-w4" in outputs and "fp16-w16" not in outputs and "rotated" not in outputs
 
 
 def test_one_method_option_reruns_only_that_method(run_copy):
@@ -79,7 +85,7 @@ def test_ebss_tau_reruns_ebss_and_the_methods_using_it(run_copy):
 
 def test_report_code_reruns_tables_only(run_copy):
     root, env = run_copy
-    _touch_room(root, "report")
+    _edit_module(root, "report/tables.py")
     assert planned_jobs(snakemake(root, env, "-n", *TEST_CONFIG)) == {"tables": 1, "all": 1}
 
 

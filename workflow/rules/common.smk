@@ -3,10 +3,10 @@
 # code version of each stage (a hash of the package modules it runs, so editing one room of
 # the package reruns that stage and everything downstream, nothing upstream).
 
-import hashlib
 import os
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -14,8 +14,10 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+sys.path.insert(0, workflow.basedir)
+from moequant.code_version import code_version
+
 SCHEMA = Path(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
-PACKAGE = Path(workflow.basedir, "moequant")
 CONDA_ENV = "../envs/moequant.yaml"
 FP_BITS = 16
 DEMO_DATA = "{data}"
@@ -144,46 +146,22 @@ wildcard_constraints:
 
 
 # ---- code versions -------------------------------------------------------------------
-
-_VERBS = {}
-
-
-def _verb_module(verb):
-    """The command module implementing `verb` (found by its NAME, so file names may differ)."""
-    if not _VERBS:
-        for path in sorted((PACKAGE / "commands").glob("*.py")):
-            found = re.search(r"^NAME\s*=\s*[\"']([\w-]+)[\"']", path.read_text(), re.MULTILINE)
-            if found:
-                _VERBS[found.group(1)] = path
-    return _VERBS.get(verb)
-
-
-def code_version(verb, *rooms, also=()):
-    """Hash of the package code a stage runs: its verb module (and the verb modules it
-    borrows from, `also`), its rooms, the shared core."""
-    paths = [PACKAGE / name for name in ("artifacts.py", "runtime.py", "errors.py", "models", *rooms)]
-    paths += [path for path in map(_verb_module, (verb, *also)) if path is not None]
-    digest = hashlib.sha256()
-    for root in paths:
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for path in files:
-            if "__pycache__" in path.parts or path.suffix == ".pyc":
-                continue
-            digest.update(str(path.relative_to(PACKAGE)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
+# Each stage's code version hashes the import closure of the verb it runs (see
+# moequant/code_version.py), read from this checkout's package without importing torch.
 
 CODE = {
-    "demo": code_version("build-demo", "demo"),
-    "calibrate": code_version("calibrate", "calib", "corpora.py"),
-    "rotate": code_version("rotate", "rotation"),
-    "quantize": code_version("quantize", "quant"),
-    "eval_ppl": code_version("eval-ppl", "eval", "corpora.py"),
-    "make_tasks": code_version("make-tasks", "eval", "corpora.py"),
-    "eval_tasks": code_version("eval-tasks", "eval", "corpora.py", also=("eval-ppl",)),
-    "evaluate": code_version("evaluate", "eval", "corpora.py", also=("eval-ppl", "eval-tasks")),
-    "tables": code_version("tables", "report"),
+    stage: code_version(Path(workflow.basedir), *verbs)
+    for stage, verbs in {
+        "demo": ["build-demo"],
+        "calibrate": ["calibrate"],
+        "rotate": ["rotate"],
+        "quantize": ["quantize", "validate"],
+        "eval_ppl": ["eval-ppl"],
+        "make_tasks": ["make-tasks"],
+        "eval_tasks": ["eval-tasks"],
+        "evaluate": ["evaluate"],
+        "tables": ["tables"],
+    }.items()
 }
 
 
