@@ -1,4 +1,4 @@
-"""The expert-balance metric σ (SPEC §1) and the routing counts it is computed from.
+"""The expert-balance metric σ (method §1) and the routing counts it is computed from.
 
 Counts always come from the adapter's own routing (observed with `capture_routing`), so σ
 measures what the model's experts actually receive, with no second copy of any router.

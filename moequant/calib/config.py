@@ -18,7 +18,7 @@ GREEDY_TOKENS = 3
 
 @dataclass
 class CalibConfig:
-    """Defaults follow SPEC §2: τ = 1.2, w = 4, 128 samples of 512 tokens."""
+    """Defaults follow method §2: τ = 1.2, w = 4, 128 samples of 512 tokens."""
 
     source: str = "ebss"
     nsamples: int = 128

@@ -1,4 +1,4 @@
-"""EBSS: expert-balanced self-sampling (SPEC §2), batched over samples × beams with a KV cache.
+"""EBSS: expert-balanced self-sampling (method §2), batched over samples × beams with a KV cache.
 
 Each partial sequence S of length l costs −(1/(l−1))·Σ log P(S_i | S_<i) + σ(S)/τ, the sum
 running over the predicted tokens (the first token is drawn, not predicted). Extending a

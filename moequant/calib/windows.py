@@ -1,4 +1,4 @@
-"""Seeded random windows of `seqlen` tokens from a text corpus (SPEC §3).
+"""Seeded random windows of `seqlen` tokens from a text corpus (method §3).
 
 Documents are joined with blank lines into one token stream and windows start anywhere in
 it (the GPTQ convention for WikiText2), so short documents such as HumanEval prompts or

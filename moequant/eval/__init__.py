@@ -1,1 +1,1 @@
-"""Evaluation (SPEC §8): perplexity protocols, KL to the fp model, lm-eval tasks, offline demo tasks."""
+"""Evaluation (method §8): perplexity protocols, KL to the fp model, lm-eval tasks, offline demo tasks."""

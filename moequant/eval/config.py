@@ -31,7 +31,7 @@ def eval_dtype(name: str, device: torch.device) -> torch.dtype:
 
 @dataclass
 class PerplexityConfig:
-    """One perplexity measurement (SPEC §8): which text, which windows, how many at once.
+    """One perplexity measurement (method §8): which text, which windows, how many at once.
 
     `random_windows` and `seed` only matter for corpora evaluated by random windows (C4);
     `data_path` points at a local copy of a Hub dataset for offline runs.

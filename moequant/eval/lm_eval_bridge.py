@@ -31,7 +31,7 @@ class TaskRequest:
     metric: str | None = None
 
 
-# SPEC §8. GSM8K's headline is lm-eval's strict "#### answer" match; flexible-extract stays in the JSON.
+# method §8. GSM8K's headline is lm-eval's strict "#### answer" match; flexible-extract stays in the JSON.
 PAPER7 = (
     TaskRequest("mmlu", 5, "acc,none"),
     TaskRequest("humaneval", 0, "pass@1,create_test"),

@@ -1,4 +1,4 @@
-"""AWQ and MoEQuant+ (AWQ with affinity-guided statistics and loss) over one decoder layer (SPEC §7).
+"""AWQ and MoEQuant+ (AWQ with affinity-guided statistics and loss) over one decoder layer (method §7).
 
 Scaling groups, each searched on the inputs the already-quantized part of the layer
 produces (the same sequential order as GPTQ), folded so the floating-point function is

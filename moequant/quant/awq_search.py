@@ -7,7 +7,7 @@ the search can never end worse than round-to-nearest on its own loss.
 
 Clipping: per (row, group), the quantization range shrinks by ratios 1 … `clip_maxshrink`
 and keeps the one with the least error of that group's partial output Σ_k (w − q)_k x_k
-over calibration tokens; the grid of SPEC §5 (the range RTN would use) is always one of
+over calibration tokens; the grid of method §5 (the range RTN would use) is always one of
 the candidates, so clipping never loses to RTN on the same measure.
 """
 
@@ -75,7 +75,7 @@ class AWQSettings:
         return cls(**values)
 
     def search_grid(self, spec: GridSpec) -> GridSpec:
-        """The grid the α search quantizes with: plain min-max as in AWQ, or with SPEC §5's clip.
+        """The grid the α search quantizes with: plain min-max as in AWQ, or with method §5's clip.
 
         With the clip (80 grid fits per candidate) α = 0 is exactly RTN, so the chosen scales
         can never lose to RTN on the search loss; without it the search is ~50× cheaper and
@@ -177,7 +177,7 @@ def clip_member(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(scale, zero [out, G], error [out, G]) for one weight `w` [out, in] seen by tokens `x` [T, in].
 
-    `incumbent` is the grid RTN fits to `w` (SPEC §5); it stays unless a shrink ratio beats it.
+    `incumbent` is the grid RTN fits to `w` (method §5); it stays unless a shrink ratio beats it.
     """
     group = spec.group_of(w.shape[-1])
     wg = _grouped(w.float(), group)

@@ -1,4 +1,4 @@
-"""The uniform weight grid (SPEC §5): fitting scales, rounding to codes, bit packing.
+"""The uniform weight grid (method §5): fitting scales, rounding to codes, bit packing.
 
 Every shape carries arbitrary leading dimensions so one call fits all experts of a
 projection at once. Rows are split into groups of `groupsize` columns (the whole row

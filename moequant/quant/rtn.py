@@ -1,4 +1,4 @@
-"""Round-to-nearest: the grid alone (SPEC §5), no calibration data.
+"""Round-to-nearest: the grid alone (method §5), no calibration data.
 
 Layers still move to the device one at a time, and all experts of a projection are
 fitted in one batched call.

@@ -1,4 +1,4 @@
-"""GPTQ and AGQ-GPTQ over one decoder layer, stage by stage (SPEC §6).
+"""GPTQ and AGQ-GPTQ over one decoder layer, stage by stage (method §6).
 
 Stages, in the order their inputs become final: attention readers → attention inner (MLA)
 → attention writers → routing (router, shared gate) → every gate/up (routed experts and

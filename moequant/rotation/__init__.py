@@ -1,4 +1,4 @@
-"""Residual-stream rotation (SPEC §4): norm fusion, random Hadamard Q, optional online Hadamard."""
+"""Residual-stream rotation (method §4): norm fusion, random Hadamard Q, optional online Hadamard."""
 
 from moequant.rotation.artifact import read_metadata, restore_online_hadamard, save_rotated
 from moequant.rotation.config import RotationConfig

@@ -1,4 +1,4 @@
-"""EBSS on a trained MoE: its sets must be far better balanced than text windows (SPEC §2).
+"""EBSS on a trained MoE: its sets must be far better balanced than text windows (method §2).
 
 The demo's experts specialise by domain, so windows of one domain (prose, code, math — the
 paper's WikiText2, HumanEval, GSM8K) are unbalanced. The demo is trained with a per-layer

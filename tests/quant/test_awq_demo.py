@@ -1,4 +1,4 @@
-"""W3 on a trained demo MoE: AWQ's perplexity must not exceed RTN's (SPEC §7's awq row).
+"""W3 on a trained demo MoE: AWQ's perplexity must not exceed RTN's (method §7's awq row).
 
 The demo is the session's shared trained demo (64 wide, 4 layers, 500 steps, tiny corpus); calibration
 windows come from its train split, perplexity and KL to the fp model from its test split.

@@ -1,4 +1,4 @@
-"""W3 on a trained demo MoE: GPTQ must halve RTN's divergence from the fp model (SPEC §6).
+"""W3 on a trained demo MoE: GPTQ must halve RTN's divergence from the fp model (method §6).
 
 The model is the session's shared trained demo (an earlier default width, 64 / intermediate
 128, at 4 layers, 500 steps on the small corpus): a narrower model leaves GPTQ too few columns to
