@@ -19,7 +19,8 @@ def test_default_config_plans_every_table1_method_at_w4_and_w3(workflow):
     jobs = planned_jobs(snakemake(root, env, "-n"))
     assert jobs["build_demo"] == 1 and jobs["rotate"] == 1 and jobs["tables"] == 1
     assert jobs["calibrate"] == 5  # EBSS and the mixed / prose / code / math windows
-    assert jobs["quantize"] == 6 * 2 + 3  # six quantizing methods at W4 and W3, three ablation runs at W3
+    # six quantizing methods at W4 and W3; at W3 four calibration-ablation runs and two Table 5 ones
+    assert jobs["quantize"] == 6 * 2 + 4 + 2
 
 
 def test_default_config_evaluates_each_model_once_for_all_held_out_texts(workflow):
@@ -27,7 +28,7 @@ def test_default_config_evaluates_each_model_once_for_all_held_out_texts(workflo
     result = snakemake(root, env, "-n", "--printshellcmds")
     jobs = planned_jobs(result)
     assert jobs["evaluate"] == 1 + 6 * 2  # fp and every tabled method: perplexity and tasks in one job
-    assert jobs["eval_ppl"] == 3  # the ablation runs are in no task table
+    assert jobs["eval_ppl"] == 6  # the ablation runs are in no task table
     assert "eval_tasks" not in jobs
     lines = result.stdout.splitlines()
     ppl_commands = [line for line in lines if "moequant eval-ppl" in line or "moequant evaluate" in line]
@@ -115,3 +116,15 @@ def test_lint_is_clean(workflow):
     result = snakemake(root, env, "--lint")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_default_baselines_follow_the_papers_protocol():
+    """Baselines calibrate on one domain (the demo's WikiText2) and are judged on every domain."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for method in ("gptq", "awq", "quarot_gptq"):
+        calibration = config["methods"][method]["calibration"]
+        assert config["calibration"][calibration]["source"] == "text:{data}/prose/train.txt", method
+    for table in ("table1_w4", "table9_w3", "table5_ablation_w3"):
+        assert config["tables"][table]["ppl"] == ["prose", "code", "math", "mixed"]
+    ablation = config["tables"]["calibration_ablation"]["methods"]
+    assert "moequant++_mixed" in ablation and ablation[-1] == "moequant++"
