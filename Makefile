@@ -41,7 +41,8 @@ lock:
 	$(LOCK_VENV)/bin/pip install -q --upgrade pip
 	$(LOCK_VENV)/bin/pip install -q "$(TORCH)"
 	$(LOCK_VENV)/bin/pip install -q -e ".[test,workflow]"
-	PATH="$(abspath $(LOCK_VENV))/bin:$$PATH" $(LOCK_VENV)/bin/python -m pytest -q -p no:cacheprovider
+	PATH="$(abspath $(LOCK_VENV))/bin:$$PATH" $(LOCK_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	    --deselect tests/test_environment.py::test_lock_matches_the_running_environment_and_python
 	( echo "# Lock: every package the suite passed with (regenerate: make lock). Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())')."; \
 	  $(LOCK_VENV)/bin/pip freeze --exclude-editable | sed -E 's/^(torch==[^+]*)\+.*/\1/' ) > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
