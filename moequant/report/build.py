@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from moequant.artifacts import atomic_file
+from moequant.report.findings import findings_markdown
 from moequant.report.layout import ResultsLayout
 from moequant.report.plots import expert_usage, ppl_vs_bits
 from moequant.report.spec import ReportSpec
@@ -46,7 +47,7 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def build_report(results: str | Path, out: str | Path, spec: ReportSpec) -> list[Path]:
-    """Tables as `{name}.csv` + `{name}.md`, all of them in `tables.md`, `results.csv`, plots."""
+    """Tables as `{name}.csv` + `{name}.md`, all of them in `tables.md`, `results.csv`, `findings.md`, plots."""
     layout = ResultsLayout(results)
     out = Path(out)
     written = []
@@ -59,8 +60,10 @@ def build_report(results: str | Path, out: str | Path, spec: ReportSpec) -> list
         written += [out / f"{table.name}.csv", out / f"{table.name}.md"]
         sections.append(markdown)
     _write_text(out / "tables.md", "\n".join(sections))
-    _write_text(out / "results.csv", long_results(spec, layout).to_csv(index=False, float_format="%.6g"))
-    written += [out / "tables.md", out / "results.csv"]
+    results_frame = long_results(spec, layout)
+    _write_text(out / "results.csv", results_frame.to_csv(index=False, float_format="%.6g"))
+    _write_text(out / "findings.md", findings_markdown(spec, results_frame))
+    written += [out / "tables.md", out / "results.csv", out / "findings.md"]
     for model in spec.models:
         _write_bytes(out / f"ppl_vs_bits-{model}.png", ppl_vs_bits(spec, layout, model, spec.ppl_dataset))
         _write_bytes(out / f"expert_usage-{model}.png", expert_usage(spec, layout, model))

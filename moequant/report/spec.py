@@ -20,6 +20,9 @@ class MethodInfo:
     label: str
     calibration: str | None = None
     bits: list[int] = field(default_factory=list)
+    rotation: bool = False
+    algorithm: str | None = None
+    """What the method is, so the findings can tell its role (a discovered spec knows neither)."""
 
     @property
     def is_fp(self) -> bool:
@@ -52,6 +55,7 @@ class ReportSpec:
     calibration: dict[str, str]
     tables: list[TableSpec]
     ppl_dataset: str | None = None
+    calibration_sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for table in self.tables:
@@ -91,6 +95,8 @@ def spec_from_dict(raw: dict[str, Any]) -> ReportSpec:
                 label=entry.get("label", name),
                 calibration=entry.get("calibration"),
                 bits=[int(b) for b in entry.get("bits", [])],
+                rotation=bool(entry.get("rotation", False)),
+                algorithm=entry.get("algorithm"),
             )
             for name, entry in raw["methods"].items()
         }
@@ -117,6 +123,9 @@ def spec_from_dict(raw: dict[str, Any]) -> ReportSpec:
             calibration=_as_label_map(raw.get("calibration", {})),
             tables=tables,
             ppl_dataset=(raw.get("plots") or {}).get("ppl_dataset"),
+            calibration_sources={
+                name: str((entry or {}).get("source", "")) for name, entry in raw.get("calibration", {}).items()
+            },
         )
     except (KeyError, TypeError, AttributeError) as err:
         raise UsageError(f"table spec is malformed: missing or wrong entry {err}") from None

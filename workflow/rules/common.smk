@@ -362,7 +362,7 @@ def table_outputs():
     out = f"{RESULTS}/tables"
     files = [f"{out}/{name}.{ext}" for name in config["tables"] for ext in ("csv", "md")]
     files += [f"{out}/{kind}-{model}.png" for model in MODELS for kind in ("ppl_vs_bits", "expert_usage")]
-    return files + [f"{out}/tables.md", f"{out}/results.csv"]
+    return files + [f"{out}/tables.md", f"{out}/results.csv", f"{out}/findings.md"]
 
 
 def report_spec():
@@ -374,10 +374,15 @@ def report_spec():
                 "label": entry.get("label", name),
                 "calibration": entry.get("calibration"),
                 "bits": method_bits(name),
+                "rotation": bool(entry.get("rotation", False)),
+                "algorithm": entry.get("algorithm"),
             }
             for name, entry in config["methods"].items()
         },
-        "calibration": {name: {"label": entry.get("label", name)} for name, entry in config["calibration"].items()},
+        "calibration": {
+            name: {"label": entry.get("label", name), "source": entry.get("source")}
+            for name, entry in config["calibration"].items()
+        },
         "tables": [{"name": name, **table} for name, table in config["tables"].items()],
         "plots": {"ppl_dataset": config["plots"].get("ppl_dataset") or DATASETS[0]},
     }
