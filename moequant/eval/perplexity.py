@@ -128,7 +128,6 @@ def evaluate_windows(
     ticker = Ticker("perplexity", windows.shape[0], "windows", enabled=progress)
     for start in batches:
         batch = windows[start : start + batch_size]
-        ticker.update(batch.shape[0])
         logits = _logits(model, batch)
         ref_logits = _logits(reference, batch) if reference is not None else None
         for row in range(batch.shape[0]):
@@ -141,6 +140,7 @@ def evaluate_windows(
                 ref_nll_sum += F.nll_loss(ref_log_probs, targets, reduction="sum").item()
                 kl_sum += F.kl_div(log_probs, ref_log_probs, log_target=True, reduction="sum").item()
                 agree += (log_probs.argmax(-1) == ref_log_probs.argmax(-1)).sum().item()
+        ticker.update(batch.shape[0])
     nll = nll_sum / tokens
     result = PerplexityResult(ppl=math.exp(nll), nll=nll, tokens=tokens, windows=int(windows.shape[0]))
     if reference is not None:

@@ -2,7 +2,7 @@
 
 from moequant.rotation.artifact import read_metadata, restore_online_hadamard, save_rotated
 from moequant.rotation.config import RotationConfig
-from moequant.rotation.fuse import check_norms, fuse_norms
+from moequant.rotation.fuse import check_norms
 from moequant.rotation.hadamard import HadamardPlan, hadamard_matrix, is_supported, plan, random_signs
 from moequant.rotation.online import OnlineHadamard, install_online_hadamard
 from moequant.rotation.outliers import expert_outlier_ratios, outlier_ratio
@@ -16,7 +16,6 @@ __all__ = [
     "RotationConfig",
     "check_norms",
     "expert_outlier_ratios",
-    "fuse_norms",
     "hadamard_matrix",
     "hadamard_transform",
     "install_online_hadamard",

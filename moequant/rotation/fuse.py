@@ -93,20 +93,3 @@ def check_norms(adapter: ModelAdapter) -> None:
     hidden = adapter.embed_tokens.weight.shape[1]
     for group in norm_readers(adapter):
         check_rms_norm(group.norm, group.where, hidden)
-
-
-@torch.no_grad()
-def fuse_norms(adapter: ModelAdapter) -> int:
-    """Fold every residual-stream norm weight into its readers (in float64), then set it to 1.
-
-    Returns the number of norms folded. Shared reader weights (a tied lm_head) must be untied
-    first, otherwise the embedding would be scaled as well.
-    """
-    check_norms(adapter)
-    groups = norm_readers(adapter)
-    for group in groups:
-        scale = group.norm.weight.data.double()
-        for weight in group.readers:
-            weight.copy_((weight.double() * scale.to(weight.device)).to(weight.dtype))
-        group.norm.weight.data.fill_(1.0)
-    return len(groups)

@@ -8,7 +8,7 @@ from moequant.errors import UsageError
 from moequant.models import adapt
 from moequant.models.routing import capture_routing
 from moequant.models.synthetic import tiny_model
-from moequant.rotation import RotationConfig, expert_outlier_ratios, fuse_norms, install_online_hadamard, rotate_model
+from moequant.rotation import RotationConfig, check_norms, expert_outlier_ratios, install_online_hadamard, rotate_model
 from moequant.rotation.fuse import norm_readers
 from moequant.rotation.online import fold_online_hadamard
 from moequant.rotation.rotate import ResidualRotation, residual_writers
@@ -182,7 +182,7 @@ def test_norm_with_rmsnorm_parameters_but_other_function_is_rejected() -> None:
     name = next(n for n, child in parent.named_children() if child is adapter.final_norm)
     setattr(parent, name, _OnePlusWeightNorm(32))
     with pytest.raises(UsageError, match="_OnePlusWeightNorm \\(final norm\\) does not compute"):
-        fuse_norms(adapt(model))
+        check_norms(adapt(model))
 
 
 def test_unsupported_hidden_size_fails_before_any_change() -> None:
