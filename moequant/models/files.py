@@ -19,8 +19,8 @@ _MAX_HEADER = 100 * 1024 * 1024
 """safetensors refuses headers above 100 MB; a larger length means the file is not safetensors."""
 
 
-def check_safetensors(path: Path) -> None:
-    """Raise one `UsageError` line when `path` is missing, truncated or not a safetensors file."""
+def check_safetensors(path: Path) -> set[str]:
+    """The tensor names of `path`; one `UsageError` line when it is missing, truncated or not safetensors."""
     if not path.is_file():
         raise UsageError(f"weight file {str(path)!r} is missing")
     size = path.stat().st_size
@@ -44,25 +44,29 @@ def check_safetensors(path: Path) -> None:
     needed = 8 + length + max(ends, default=0)
     if size < needed:
         raise UsageError(f"weight file {str(path)!r} is truncated: {size} bytes, its header needs {needed}")
+    return set(header) - {"__metadata__"}
 
 
-def safetensors_files(directory: Path) -> list[Path]:
-    """The weight files a directory's index names, or its single `model.safetensors`."""
+def read_weight_map(directory: Path) -> dict[str, str]:
+    """Tensor name → shard file of a sharded directory, every shard checked and holding what the index lists."""
     index = directory / INDEX_FILE
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise UsageError(f"index {str(index)!r} is not a safetensors index ({type(err).__name__}: {err})") from None
-        return [directory / name for name in sorted(set(weight_map.values()))]
-    return [directory / SINGLE_FILE]
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"index {str(index)!r} is not a safetensors index ({type(err).__name__}: {err})") from None
+    for shard in sorted(set(weight_map.values())):
+        present = check_safetensors(directory / shard)
+        missing = sorted(name for name, where in weight_map.items() if where == shard and name not in present)
+        if missing:
+            raise UsageError(f"weight file {str(directory / shard)!r} lacks {missing[0]!r}, which the index lists")
+    return weight_map
 
 
 def check_model_files(directory: Path) -> None:
     """Check every safetensors weight file of a local model directory (other formats are left to transformers)."""
-    if not (directory / INDEX_FILE).is_file() and not (directory / SINGLE_FILE).exists():
-        if any(directory.glob("*.bin")) or any(directory.glob("*.pt")):
-            return
+    if (directory / INDEX_FILE).is_file():
+        read_weight_map(directory)
+    elif (directory / SINGLE_FILE).exists():
+        check_safetensors(directory / SINGLE_FILE)
+    elif not (any(directory.glob("*.bin")) or any(directory.glob("*.pt"))):
         raise UsageError(f"model directory {str(directory)!r} has no weights ({SINGLE_FILE} or {INDEX_FILE})")
-    for path in safetensors_files(directory):
-        check_safetensors(path)

@@ -35,7 +35,7 @@ import moequant
 from moequant.artifacts import atomic_dir, write_json
 from moequant.errors import UsageError
 from moequant.models import ModelAdapter, adapt
-from moequant.models.files import INDEX_FILE, check_model_files
+from moequant.models.files import INDEX_FILE, read_weight_map
 from moequant.models.loading import QUANTIZED_MARKER
 from moequant.quant.grid import QuantizedWeight, pack
 from moequant.quant.report import QuantResult, write_report
@@ -294,24 +294,9 @@ def read_metadata(spec: str | Path) -> dict[str, Any]:
 
 def read_index(root: Path) -> dict[str, str]:
     """Tensor name → shard file, after checking every shard is complete and holds what the index lists."""
-    from safetensors import SafetensorError, safe_open
-
     if not (root / INDEX_FILE).is_file():
         raise UsageError(f"{str(root / INDEX_FILE)!r} is missing; not a sharded checkpoint")
-    check_model_files(root)
-    weight_map = json.loads((root / INDEX_FILE).read_text())["weight_map"]
-    for shard in sorted(set(weight_map.values())):
-        file = root / shard
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                present = set(handle.keys())
-        except (OSError, SafetensorError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UsageError(f"weight file {str(file)!r} is not a valid safetensors file ({first})") from None
-        missing = sorted(name for name, where in weight_map.items() if where == shard and name not in present)
-        if missing:
-            raise UsageError(f"weight file {str(file)!r} lacks {missing[0]!r}, which the index lists")
-    return weight_map
+    return read_weight_map(root)
 
 
 @torch.no_grad()
