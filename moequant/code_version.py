@@ -13,6 +13,7 @@ all its modules, except the verb table itself, which imports only the verb being
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -37,8 +38,13 @@ def _module_name(root: Path, path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(root: Path, path: Path) -> set[str]:
-    """Dotted names of the package modules that `path` imports (each candidate checked to exist)."""
+@functools.lru_cache(maxsize=None)
+def _imports(root: Path, path: Path, _stamp: tuple[int, int]) -> set[str]:
+    """Dotted names of the package modules that `path` imports (each candidate checked to exist).
+
+    Cached by file stamp (mtime, size): the workflow hashes nine stages whose closures share
+    most files, and an edited file gets a new stamp.
+    """
     tree = ast.parse(path.read_text(), filename=str(path))
     here = _module_name(root, path)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
@@ -83,7 +89,8 @@ def import_closure(root: Path, modules: list[str]) -> list[Path]:
         if name in seen or (path := _module_file(root, name)) is None:
             continue
         seen.add(name)
-        for imported in _imports(root, path):
+        stat = path.stat()
+        for imported in _imports(root, path, (stat.st_mtime_ns, stat.st_size)):
             pending.extend(_with_parents(imported))
     files = {_module_file(root, name) for name in seen}
     for name in seen:
