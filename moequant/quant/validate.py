@@ -20,7 +20,7 @@ from torch import nn
 from moequant.errors import UsageError
 from moequant.models import adapt
 from moequant.models.base import FusedExperts
-from moequant.models.loading import QUANTIZED_MARKER
+from moequant.models.loading import QUANTIZED_MARKER, load_config
 from moequant.quant.checkpoint import QUANTIZED_SUFFIXES, read_index, revert_names
 from moequant.quant.grid import pack, unpack
 
@@ -186,7 +186,7 @@ def _check_loads(root: Path, trust_remote_code: bool, vocab: int) -> None:
 
 def validate_checkpoint(spec: str | Path, trust_remote_code: bool | None = None, load: bool = True) -> Coverage:
     """Check the checkpoint at `spec`; raises `UsageError` naming the first bad tensor."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     root = Path(spec).expanduser()
     if not (root / "config.json").is_file():
@@ -194,7 +194,7 @@ def validate_checkpoint(spec: str | Path, trust_remote_code: bool | None = None,
     if trust_remote_code is None:
         marker = root / QUANTIZED_MARKER
         trust_remote_code = marker.is_file() and bool(json.loads(marker.read_text()).get("trust_remote_code"))
-    config = AutoConfig.from_pretrained(str(root), trust_remote_code=trust_remote_code)
+    config = load_config(str(root), trust_remote_code=trust_remote_code)
     grid = read_grid(config)
     tensors = _Tensors(root, read_index(root))
     with torch.device("meta"):

@@ -63,3 +63,13 @@ def test_an_online_hadamard_model_is_refused(tmp_path, model_dir, capsys):
     (src / "rotation.json").write_text(json.dumps({"online_hadamard": {"modules": ["down_proj"]}}))
     code, _, err = run(capsys, "quantize", "--model", src, "--algo", "rtn", "--wbits", 4, "--out", tmp_path / "o")
     assert code == 2 and "--online-hadamard" in err and err.count("\n") == 0, err
+
+
+def test_validate_of_a_directory_whose_config_is_not_a_model_is_one_line(tmp_path, capsys) -> None:
+    from moequant.cli import main
+
+    (tmp_path / "config.json").write_text("{}")
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(tmp_path) in err, err
