@@ -66,11 +66,15 @@ class ExpertBank:
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def expert_forward(self, expert: int, x: torch.Tensor) -> torch.Tensor:
-        """One expert's unweighted output for the tokens `x` [T, H]."""
+    def intermediate(self, expert: int, x: torch.Tensor) -> torch.Tensor:
+        """The input of one expert's down projection for the tokens `x` [T, H]: act(x·Wg)·(x·Wu)."""
         gate = x @ self.weight("gate", expert).t()
         up = x @ self.weight("up", expert).t()
-        return (self.act_fn(gate) * up) @ self.weight("down", expert).t()
+        return self.act_fn(gate) * up
+
+    def expert_forward(self, expert: int, x: torch.Tensor) -> torch.Tensor:
+        """One expert's unweighted output for the tokens `x` [T, H]."""
+        return self.intermediate(expert, x) @ self.weight("down", expert).t()
 
 
 class FusedExperts(ExpertBank):

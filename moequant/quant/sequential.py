@@ -177,7 +177,7 @@ class GPTQLayer:
                 token, slot = torch.where(ids == expert)
                 inputs = x[token]
                 if not reads_x:
-                    inputs = bank.act_fn(inputs @ bank.weight("gate", expert).t()) * (inputs @ bank.weight("up", expert).t())
+                    inputs = bank.intermediate(expert, inputs)
                     check_finite_activations(inputs, ctx.where("experts.down"))
                 c = coeffs[token, slot].float()
                 for mode in set(modes.values()):

@@ -86,7 +86,7 @@ def _fused_forward(bank: ExpertBank, transform: Callable[[torch.Tensor], torch.T
                 continue
             token, slot = torch.where(top_k_index == expert)
             x = hidden[token]
-            inner = bank.act_fn(x @ bank.weight("gate", expert).t()) * (x @ bank.weight("up", expert).t())
+            inner = bank.intermediate(expert, x)
             y = transform(inner) @ bank.weight("down", expert).t()
             out.index_add_(0, token, (y * top_k_weights[token, slot, None]).to(out.dtype))
         return out
