@@ -1,7 +1,7 @@
 """The adapter layer: the only place that knows a MoE family's module names.
 
-`adapt(model)` dispatches on `config.model_type` and returns a `ModelAdapter` whose views
-read and write the live model in place.
+`adapt(model)` finds the MoE structure of any family from its modules and returns a
+`ModelAdapter` whose views read and write the live model in place.
 """
 
 from __future__ import annotations
@@ -19,22 +19,26 @@ from moequant.models.base import (
     MoEBlock,
     Router,
 )
-from moequant.models.families import FAMILIES
+from moequant.models.discover import Unsupported, discover
 
-SUPPORTED_MODEL_TYPES = tuple(sorted(FAMILIES))
+_EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_tok")
 
 
-def check_model_type(model_type: str | None) -> None:
-    if model_type not in FAMILIES:
-        raise UsageError(
-            f"model_type {model_type!r} is not a supported MoE family; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
+def check_model_type(config: object) -> None:
+    """Refuse, before any weight is read, a config that describes no Mixture-of-Experts model."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if not any(getattr(text, key, None) for key in _EXPERT_COUNT_KEYS):
+        model_type = getattr(config, "model_type", None)
+        raise UsageError(f"model_type {model_type!r} has no experts in its config; moequant quantizes Mixture-of-Experts models")
 
 
 def adapt(model: nn.Module) -> ModelAdapter:
+    """The family-neutral view of `model`, found from its structure (see `discover`)."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    check_model_type(model_type)
-    adapter = FAMILIES[model_type].adapt(model)
+    try:
+        adapter = discover(model, str(model_type))
+    except Unsupported as err:
+        raise UsageError(f"model_type {model_type!r} is not supported: {err}") from None
     if not adapter.moe_layers:
         raise UsageError(f"model of type {model_type!r} has no MoE layers; moequant quantizes Mixture-of-Experts models")
     return adapter
@@ -42,7 +46,6 @@ def adapt(model: nn.Module) -> ModelAdapter:
 
 __all__ = [
     "PROJECTIONS",
-    "SUPPORTED_MODEL_TYPES",
     "Attention",
     "DecoderLayer",
     "DenseMLP",

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from moequant.errors import UsageError
+
 PROJECTIONS = ("gate", "up", "down")
 
 RouteParser = Callable[[object], tuple[torch.Tensor, torch.Tensor]]
@@ -50,6 +52,10 @@ class ExpertBank:
         """All experts' weights of one projection as [E, out, in] (a view where the layout allows)."""
         raise NotImplementedError
 
+    def bias(self, proj: str) -> torch.Tensor | None:
+        """All experts' biases of one projection as [E, out] (a view), None for bias-free experts."""
+        return None
+
     def write(self, proj: str, stacked: torch.Tensor) -> None:
         """Write [E, out, in] weights of one projection back into the model."""
         for expert in range(self.num_experts):
@@ -66,45 +72,85 @@ class ExpertBank:
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def _linear(self, proj: str, expert: int, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias(proj)
+        return torch.nn.functional.linear(x, self.weight(proj, expert), None if bias is None else bias[expert])
+
     def intermediate(self, expert: int, x: torch.Tensor) -> torch.Tensor:
         """The input of one expert's down projection for the tokens `x` [T, H]: act(x·Wg)·(x·Wu)."""
-        gate = x @ self.weight("gate", expert).t()
-        up = x @ self.weight("up", expert).t()
-        return self.act_fn(gate) * up
+        return self.act_fn(self._linear("gate", expert, x)) * self._linear("up", expert, x)
 
     def expert_forward(self, expert: int, x: torch.Tensor) -> torch.Tensor:
         """One expert's unweighted output for the tokens `x` [T, H]."""
-        return self.intermediate(expert, x) @ self.weight("down", expert).t()
+        return self._linear("down", expert, self.intermediate(expert, x))
 
 
 class FusedExperts(ExpertBank):
-    """transformers 5 layout: `gate_up_proj` [E, 2I, H] (gate rows first) and `down_proj` [E, H, I]."""
+    """The transformers 5 experts interface (`@use_experts_implementation`), in every storage layout.
+
+    `gate_up_proj` is [E, 2I, H] with gate rows first by default; the module's own flags say
+    when it is transposed ([E, H, 2I], down [E, I, H]), interleaved (gate and up alternate,
+    gpt-oss) or biased. The activation is the module's own `_apply_gate` on the fused
+    gate/up output, so clamped or custom GLUs (gpt-oss, DeepSeek-V4) are computed exactly as
+    the model computes them.
+    """
 
     layout = "fused"
 
     def __init__(self, module: nn.Module) -> None:
-        if getattr(module, "is_transposed", False) or getattr(module, "has_bias", False):
-            raise NotImplementedError("transposed or biased fused experts are not supported")
+        if not getattr(module, "has_gate", True):
+            raise NotImplementedError("experts without a gate projection (up and down only)")
+        if getattr(module, "has_post_expert_norm", False):
+            raise NotImplementedError("experts with a norm after each expert")
         self.module = module
-        self.num_experts, two_i, self.hidden_size = module.gate_up_proj.shape
+        self.transposed = bool(getattr(module, "is_transposed", False))
+        self.interleaved = not getattr(module, "is_concatenated", True)
+        self.has_bias = bool(getattr(module, "has_bias", False))
+        shape = module.gate_up_proj.shape
+        self.num_experts = shape[0]
+        self.hidden_size, two_i = (shape[1], shape[2]) if self.transposed else (shape[2], shape[1])
         self.intermediate_size = two_i // 2
-        self.act_fn = module.act_fn
+        self.act_fn = getattr(module, "act_fn", None)
+        if self.interleaved:
+            self.layout = "fused-interleaved"
+        elif self.transposed:
+            self.layout = "fused-transposed"
+
+    def _gate_up_rows(self, proj: str) -> slice:
+        size = self.intermediate_size
+        if self.interleaved:
+            return slice(0, None, 2) if proj == "gate" else slice(1, None, 2)
+        return slice(0, size) if proj == "gate" else slice(size, 2 * size)
 
     def weights(self, proj: str) -> torch.Tensor:
-        size = self.intermediate_size
-        if proj == "gate":
-            return self.module.gate_up_proj.data[:, :size]
-        if proj == "up":
-            return self.module.gate_up_proj.data[:, size:]
         if proj == "down":
-            return self.module.down_proj.data
-        raise KeyError(proj)
+            down = self.module.down_proj.data
+            return down.transpose(1, 2) if self.transposed else down
+        if proj not in ("gate", "up"):
+            raise KeyError(proj)
+        rows = self._gate_up_rows(proj)
+        fused = self.module.gate_up_proj.data
+        return fused[:, :, rows].transpose(1, 2) if self.transposed else fused[:, rows]
+
+    def bias(self, proj: str) -> torch.Tensor | None:
+        if not self.has_bias:
+            return None
+        if proj == "down":
+            return self.module.down_proj_bias.data
+        return self.module.gate_up_proj_bias.data[:, self._gate_up_rows(proj)]
 
     def weight(self, proj: str, expert: int) -> torch.Tensor:
         return self.weights(proj)[expert]
 
     def write(self, proj: str, stacked: torch.Tensor) -> None:
         self.weights(proj).copy_(stacked)
+
+    def intermediate(self, expert: int, x: torch.Tensor) -> torch.Tensor:
+        fused = self.module.gate_up_proj[expert]
+        gate_up = x @ fused if self.transposed else torch.nn.functional.linear(x, fused)
+        if self.has_bias:
+            gate_up = gate_up + self.module.gate_up_proj_bias[expert]
+        return self.module._apply_gate(gate_up)
 
     def parameters(self) -> Iterator[nn.Parameter]:
         return iter((self.module.gate_up_proj, self.module.down_proj))
@@ -133,21 +179,60 @@ class ModuleListExperts(ExpertBank):
             yield from (mlp.gate.weight, mlp.up.weight, mlp.down.weight)
 
 
+class _Routed(Exception):
+    """Raised from the experts pre-hook once the block's own forward has produced its routing."""
+
+
+def routing_arguments(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top-k ids [T, k], coefficients [T, k]) from a call `experts(hidden, top_k_index, top_k_weights)`."""
+    _, ids, coeffs = (*args, *kwargs.values())[:3]
+    if ids.is_floating_point() and not coeffs.is_floating_point():
+        ids, coeffs = coeffs, ids
+    k = ids.shape[-1]
+    return ids.reshape(-1, k), coeffs.reshape(-1, k)
+
+
 @dataclass
 class Router:
-    """The router of one MoE block and the exact routing its block's forward applies."""
+    """The router of one MoE block and the exact routing its block's forward applies.
+
+    For the standard experts interface the routing is read where the block hands it to the
+    experts, by running the block's own forward up to that call: whatever the scoring
+    (softmax, sigmoid with bias correction, group-limited top-k, renormalised or not), the
+    ids and coefficients are the ones the model uses. Per-expert module lists (older and
+    remote-code models) call each expert separately, so there `parse` reads the router's output.
+    """
 
     module: nn.Module
     linear_weight: nn.Parameter
-    parse: RouteParser
     logits: Callable[[object], torch.Tensor]
     """The raw scores [T, E] inside a router call's output, with their gradient: a balance loss
     built on these trains exactly as the family's own auxiliary loss back-propagates."""
-    score_bias: torch.Tensor | None = None
+    block: nn.Module
+    experts_module: nn.Module | None = None
+    parse: RouteParser | None = None
 
     def route(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(top-k expert ids [T, k], coefficients [T, k]) for tokens `hidden` [..., H]."""
-        return self.parse(self.module(hidden.reshape(-1, hidden.shape[-1])))
+        x = hidden.reshape(-1, hidden.shape[-1])
+        if self.parse is not None:
+            return self.parse(self.module(x))
+        found: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            found.append(routing_arguments(args, kwargs))
+            raise _Routed
+
+        handle = self.experts_module.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            self.block(x[None])
+        except _Routed:
+            pass
+        finally:
+            handle.remove()
+        if not found:
+            raise RuntimeError(f"{type(self.block).__name__} never called its experts")
+        return found[0]
 
 
 @dataclass
@@ -157,10 +242,7 @@ class MoEBlock:
     experts: ExpertBank
     shared_experts: list[DenseMLP] = field(default_factory=list)
     shared_gate: nn.Linear | None = None
-
-    @property
-    def top_k(self) -> int:
-        return int(self.router.module.top_k) if hasattr(self.router.module, "top_k") else -1
+    top_k: int = -1
 
     def shared_coefficient(self, x: torch.Tensor) -> torch.Tensor:
         """Per-token scale of the shared expert output [T, 1] (1 without a shared gate)."""
@@ -208,11 +290,14 @@ class Attention:
 class DecoderLayer:
     index: int
     module: nn.Module
-    input_norm: nn.Module
-    post_attention_norm: nn.Module
+    input_norm: nn.Module | None
+    post_attention_norm: nn.Module | None
     attention: Attention
     mlp: MoEBlock | DenseMLP
     mlp_name: str
+    fold_blockers: list[str] = field(default_factory=list)
+    """What breaks 'norm → its readers, writers → the residual' in this layer (extra norms or
+    residual branches): folding into the norms (rotation, AWQ) would not be exact here."""
 
     @property
     def is_moe(self) -> bool:
@@ -232,6 +317,16 @@ class ModelAdapter:
     embed_tokens: nn.Embedding
     final_norm: nn.Module
     lm_head: nn.Linear
+    decoder_layers: nn.ModuleList
+
+    def check_foldable(self, stage: str) -> None:
+        """One-line refusal of `stage` (rotation, AWQ) when a layer's norms cannot absorb a fold exactly."""
+        for layer in self.layers:
+            if layer.fold_blockers:
+                raise UsageError(
+                    f"{stage} folds into each layer's two norms, but {self.family} layer {layer.index} has "
+                    f"{'; '.join(layer.fold_blockers)}; it is refused rather than applied approximately"
+                )
 
     @property
     def moe_layers(self) -> list[DecoderLayer]:
@@ -244,7 +339,3 @@ class ModelAdapter:
     @property
     def top_k(self) -> int:
         return self.moe_layers[0].mlp.top_k
-
-    @property
-    def decoder_layers(self) -> nn.ModuleList:
-        return self.model.model.layers

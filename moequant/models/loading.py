@@ -60,7 +60,7 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     config = load_config(spec, trust_remote_code)
-    check_model_type(getattr(config, "model_type", None))
+    check_model_type(config)
     source = str(Path(spec).expanduser()) if Path(spec).expanduser().is_dir() else spec
     if Path(source).is_dir():
         check_model_files(Path(source))

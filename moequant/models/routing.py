@@ -1,7 +1,8 @@
 """Observe the routing a model applies during an ordinary forward pass.
 
-Hooks sit on each MoE block's router and parse its output with the adapter's family
-parser, so the ids and coefficients are exactly what the experts received.
+Hooks sit where each MoE block hands its routing to the experts (the standard interface's
+call arguments), or on the router of a per-expert module list, so the ids and coefficients
+are exactly what the experts received, whatever the family's scoring.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from collections.abc import Iterator
 
 import torch
 
-from moequant.models.base import ModelAdapter
+from moequant.models.base import ModelAdapter, routing_arguments
 
 
 @contextlib.contextmanager
 def capture_routing(adapter: ModelAdapter, keep_logits: bool = False) -> Iterator[dict[int, list[tuple[torch.Tensor, ...]]]]:
-    """Record (ids [T, k], coefficients [T, k]) per MoE layer index for every router call.
+    """Record (ids [T, k], coefficients [T, k]) per MoE layer index for every block call.
 
     With `keep_logits` each record also holds the router's raw scores [T, E] with their
     gradient (`Router.logits`), so a training loss can be built on them.
@@ -25,16 +26,34 @@ def capture_routing(adapter: ModelAdapter, keep_logits: bool = False) -> Iterato
     handles = []
     for layer in adapter.moe_layers:
         router = layer.mlp.router
+        scores: list[torch.Tensor] = []
 
-        def hook(_module, _inputs, output, index=layer.index, router=router):
-            ids, coeffs = router.parse(output)
-            k = ids.shape[-1]
-            record = (ids.detach().reshape(-1, k), coeffs.detach().reshape(-1, k))
+        def record(ids: torch.Tensor, coeffs: torch.Tensor, index: int = layer.index, scores: list = scores) -> None:
+            entry: tuple[torch.Tensor, ...] = (ids.detach(), coeffs.detach())
             if keep_logits:
-                record = (*record, router.logits(output))
-            records[index].append(record)
+                entry = (*entry, scores.pop())
+            records[index].append(entry)
 
-        handles.append(router.module.register_forward_hook(hook))
+        if keep_logits:
+
+            def on_router(_module, _inputs, output, router=router, scores=scores):
+                scores.append(router.logits(output))
+
+            handles.append(router.module.register_forward_hook(on_router))
+        if router.parse is None:
+
+            def on_experts(_module, args, kwargs, record=record):
+                record(*routing_arguments(args, kwargs))
+
+            handles.append(router.experts_module.register_forward_pre_hook(on_experts, with_kwargs=True))
+        else:
+
+            def on_parsed(_module, _inputs, output, router=router, record=record):
+                ids, coeffs = router.parse(output)
+                k = ids.shape[-1]
+                record(ids.reshape(-1, k), coeffs.reshape(-1, k))
+
+            handles.append(router.module.register_forward_hook(on_parsed))
     try:
         yield records
     finally:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from moequant.models import PROJECTIONS, DenseMLP, MoEBlock
+from moequant.models import PROJECTIONS, DenseMLP, MoEBlock, adapt
 from moequant.quant.awq_search import (
     AWQSettings,
     clip_and_quantize,
@@ -372,6 +372,7 @@ def _algorithm(weighted: bool) -> Callable[[nn.Module, torch.Tensor | None, Quan
     def quantize(model: nn.Module, calib: torch.Tensor | None, config: QuantConfig) -> QuantResult:
         assert calib is not None
         AWQSettings.from_extra(config.extra)
+        adapt(model).check_foldable("AWQ")
         return stream_quantize(model, calib, config, AWQLayer(weighted))
 
     return quantize

@@ -90,6 +90,7 @@ def check_rms_norm(norm: nn.Module, where: str, hidden_size: int) -> None:
 
 
 def check_norms(adapter: ModelAdapter) -> None:
+    adapter.check_foldable("rotation")
     hidden = adapter.embed_tokens.weight.shape[1]
     for group in norm_readers(adapter):
         check_rms_norm(group.norm, group.where, hidden)

@@ -137,7 +137,7 @@ def test_starved_expert_falls_back_to_rtn_and_is_reported(make_tiny):
     model = make_tiny("deepseek_v3")
     adapter = adapt(model)
     for layer in adapter.moe_layers:
-        layer.mlp.router.score_bias[3] = -1e4
+        layer.mlp.router.module.e_score_correction_bias[3] = -1e4
     result = get("awq").quantize(model, calib_ids(4, 16), QuantConfig(algo="awq", wbits=3, batch_size=4))
     starved = [r for r in result.rows if r.fallback]
     assert starved and all(r.expert == 3 and r.tokens == 0 and r.fallback == "starved" for r in starved)

@@ -91,7 +91,7 @@ def test_zero_token_expert_is_quantized_with_rtn_and_flagged(make_tiny):
     adapter = adapt(model)
     originals = {}
     for layer in adapter.moe_layers:
-        layer.mlp.router.score_bias[3] = -1e4
+        layer.mlp.router.module.e_score_correction_bias[3] = -1e4
         originals[layer.index] = layer.mlp.experts.weights("gate")[3].clone()
     config = QuantConfig(algo="agq", wbits=3, batch_size=4)
     result = get("agq").quantize(model, calib_ids(4, 16), config)
