@@ -94,7 +94,7 @@ def instrumented(costs: dict[int, LayerCost], current: list[int], device: torch.
         starved = kwargs.get("starved")
         solved = members - (int(starved.sum()) if starved is not None else 0)
         chunk = kwargs.get("chunk") or auto_chunk(rows, cols, H.element_size())
-        working = min(chunk, members) * (4 * cols * cols + 4 * rows * cols) * H.element_size()
+        working = min(chunk, members) * (4 * cols * cols + 6 * rows * cols) * H.element_size()
         cost.solver_bytes = max(cost.solver_bytes, working + W.numel() * H.element_size())
         sync(device)
         start = now()

@@ -33,8 +33,12 @@ class SolverResult:
 
 
 def auto_chunk(rows: int, cols: int, itemsize: int, budget: int = CHUNK_BUDGET_BYTES) -> int:
-    """Members per chunk so that H, its factors and the working weights fit in `budget` bytes."""
-    per_member = (4 * cols * cols + 4 * rows * cols) * itemsize
+    """Members per chunk so that H, its factors and the working weights fit in `budget` bytes.
+
+    Weights count six times: the input, its column-major working copy, the codes (column-major,
+    then row-major), the last block update's product and the per-column grid of act-order.
+    """
+    per_member = (4 * cols * cols + 6 * rows * cols) * itemsize
     return max(1, budget // per_member)
 
 
@@ -42,21 +46,31 @@ def _factor(H: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor, t
     """Upper Cholesky factor of H⁻¹ with relative damping raised ×10 where H is not positive definite.
 
     Returns (U, damping used [B], ok [B]); members that never factor are left to the caller.
+    `H` is the caller's working copy and is damped in place: the damping only touches the
+    diagonal, so the common case (every member factors at once) copies no [B, n, n] tensor
+    besides the factors. U is returned row-major, the layout the block updates' matmuls
+    have always read (the layout decides the BLAS call, hence the rounding).
     """
     members, cols = H.shape[0], H.shape[-1]
     eye = torch.eye(cols, dtype=H.dtype, device=H.device)
-    mean_diag = H.diagonal(dim1=-2, dim2=-1).mean(-1)
+    diagonal = H.diagonal(dim1=-2, dim2=-1)
+    mean_diag = diagonal.mean(-1)
+    undamped = diagonal.clone()
+    H.add_(0.0)  # what adding the damping matrix does off the diagonal: −0 becomes +0
     factor = torch.full((members,), float(damp), dtype=H.dtype, device=H.device)
     U = torch.zeros_like(H)
     ok = torch.zeros(members, dtype=torch.bool, device=H.device)
     for _ in range(CHOLESKY_ATTEMPTS):
-        todo = ~ok
-        damped = H[todo] + (factor[todo] * mean_diag[todo])[:, None, None] * eye
+        index = (~ok).nonzero().squeeze(1)
+        diagonal.copy_(undamped).add_((factor * mean_diag)[:, None])
+        damped = H if len(index) == members else H[index]
         L, info = torch.linalg.cholesky_ex(damped)
-        L = torch.where((info == 0)[:, None, None], L, eye)
+        if bool((info != 0).any()):
+            L = torch.where((info == 0)[:, None, None], L, eye)
         U_todo, info_u = torch.linalg.cholesky_ex(torch.cholesky_inverse(L), upper=True)
         good = (info == 0) & (info_u == 0) & torch.isfinite(U_todo).flatten(1).all(-1)
-        index = todo.nonzero().squeeze(1)
+        if bool(good.all()) and len(index) == members:
+            return U_todo.contiguous(), factor, good
         U[index[good]] = U_todo[good]
         ok[index[good]] = True
         if bool(ok.all()):
@@ -82,36 +96,72 @@ def _solve_members(W: torch.Tensor, H: torch.Tensor, spec: GridSpec, damp: float
     U, used, ok = _factor(H, damp)
     if dynamic_groups:
         blocksize = group * max(1, blocksize // group)
-    codes = torch.zeros_like(W)
-    losses = torch.zeros(members, rows, dtype=W.dtype, device=W.device)
+    codes, losses = _column_loop(W.transpose(1, 2).contiguous(), U, scale, zero, spec, blocksize, perm, dynamic_groups)
+    codes = codes.transpose(1, 2)
+    if perm is not None:
+        codes = torch.empty_like(codes).scatter_(2, perm[:, None, :].expand(members, rows, cols), codes)
+    return codes.contiguous(), scale, zero, losses, used, ok
+
+
+def _column_loop(
+    Wt: torch.Tensor,
+    U: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    spec: GridSpec,
+    blocksize: int,
+    perm: torch.Tensor | None,
+    dynamic_groups: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPTQ's column loop over `Wt` [members, cols, rows] (column-major: one column of every member
+    is one contiguous [members, rows] slab), updated in place; codes come back column-major too.
+
+    The arithmetic is GPTQ's, operation for operation (so the codes are the same as a row-major
+    loop's); the column-major layout makes every per-column read, write and rank-1 update a
+    contiguous pass, and each column's scale and zero point are precomputed slabs instead of
+    a gather per column. Dynamic groups (`groupsize` without act-order) refit `scale`/`zero`
+    in place as each group starts, from the already-updated weights.
+    """
+    members, cols, rows = Wt.shape
+    group = spec.group_of(cols)
+    scale_t = scale.transpose(1, 2).to(Wt.dtype)
+    zero_t = zero.transpose(1, 2).to(Wt.dtype)
+    if perm is None:
+        column_group = [col // group for col in range(cols)]
+    else:
+        index = (perm // group)[:, :, None].expand(members, cols, rows)
+        scale_t, zero_t = scale_t.gather(1, index), zero_t.gather(1, index)
+        column_group = list(range(cols))
+    pivots = U.diagonal(dim1=-2, dim2=-1)
+    codes = torch.empty_like(Wt)
+    losses = torch.zeros(members, rows, dtype=Wt.dtype, device=Wt.device)
+    Err1 = torch.empty(members, blocksize, rows, dtype=Wt.dtype, device=Wt.device)
+    update = torch.empty_like(Err1)
+    s_col = z_col = None
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
-        W1 = W[:, :, i1:i2].clone()
-        Err1 = torch.zeros_like(W1)
-        Hinv1 = U[:, i1:i2, i1:i2]
+        W1 = Wt[:, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
             if dynamic_groups and col % group == 0:
-                s, z = fit_grid(W1[:, :, i : i + group], spec)
-                scale[:, :, col // group] = s[..., 0]
-                zero[:, :, col // group] = z[..., 0]
-            g = (perm[:, col] if perm is not None else torch.full((members,), col, device=W.device)) // group
-            index = g[:, None, None].expand(members, rows, 1)
-            s_col = scale.gather(2, index)[..., 0]
-            z_col = zero.gather(2, index)[..., 0]
-            w = W1[:, :, i]
-            code = to_codes(w, s_col, z_col, spec.maxq)
-            q = s_col * (code - z_col)
-            codes[:, :, col] = code
-            d = Hinv1[:, i, i][:, None]
-            err = (w - q) / d
-            losses += (w - q) ** 2 / d**2 / 2
-            W1[:, :, i:] -= err[:, :, None] * Hinv1[:, None, i, i:]
-            Err1[:, :, i] = err
-        W[:, :, i2:] -= Err1 @ U[:, i1:i2, i2:]
-    if perm is not None:
-        codes = torch.empty_like(codes).scatter_(2, perm[:, None, :].expand(members, rows, cols), codes)
-    return codes, scale, zero, losses, used, ok
+                s, z = fit_grid(W1[:, i : i + group].transpose(1, 2), spec)
+                scale[:, :, col // group], zero[:, :, col // group] = s[..., 0], z[..., 0]
+                s_col, z_col = s[..., 0].to(Wt.dtype), z[..., 0].to(Wt.dtype)
+            elif not dynamic_groups:
+                s_col, z_col = scale_t[:, column_group[col]], zero_t[:, column_group[col]]
+            w = W1[:, i]
+            code = torch.div(w, s_col).round_().add_(z_col).clamp_(0, spec.maxq)
+            codes[:, col] = code
+            residual = w - code.sub_(z_col).mul_(s_col)
+            d = pivots[:, col, None]
+            losses += residual**2 / d**2 / 2
+            err = torch.div(residual, d, out=Err1[:, i])
+            rest = i2 - i1 - i - 1
+            if rest:
+                W1[:, i + 1 :].sub_(torch.mul(U[:, col, col + 1 : i2, None], err[:, None, :], out=update[:, :rest]))
+        if i2 < cols:
+            Wt[:, i2:] -= (Err1[:, : i2 - i1].transpose(1, 2).contiguous() @ U[:, i1:i2, i2:]).transpose(1, 2)
+    return codes, losses
 
 
 def rtn_codes(W: torch.Tensor, spec: GridSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

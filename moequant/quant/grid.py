@@ -111,30 +111,62 @@ def fake_quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq
     return scale * (to_codes(w, scale, zero, maxq) - zero)
 
 
+CLIP_CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 26}
+"""Candidate errors scored per step of the clip search: a few MiB on CPU, where each
+elementwise pass then stays in cache and Python overhead is amortised; large on CUDA, where
+fewer, bigger kernels pay."""
+
+
+def clip_shrinks(spec: GridSpec) -> torch.Tensor:
+    """The shrink factors 1, 1 − 1/grid, … in float32, the value a Python-float factor multiplies as."""
+    steps = int(spec.clip_maxshrink * spec.clip_grid)
+    return torch.tensor([1 - step / spec.clip_grid for step in range(steps)], dtype=torch.float32)
+
+
 def fit_grid(w: torch.Tensor, spec: GridSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """Per (row, group) scale and zero [..., out, groups] for `w` [..., out, in], with optional clip search.
 
     The clip search shrinks the range by factors 1, 1 − 1/grid, … and keeps, per (row, group),
-    the factor minimising Σ|w − q(w)|^norm; this trades a little clipping of the largest
+    the first factor minimising Σ|w − q(w)|^norm; this trades a little clipping of the largest
     weights for a finer grid everywhere else.
     """
     wf = _grouped(w.float(), spec.group_of(w.shape[-1]))
     xmin = wf.amin(dim=-1).clamp(max=0)
     xmax = wf.amax(dim=-1).clamp(min=0)
     scale, zero = params_from_range(xmin, xmax, spec)
-    if not spec.clip:
+    shrinks = clip_shrinks(spec).to(w.device)
+    if not spec.clip or not len(shrinks):
         return scale, zero
-    best = torch.full(scale.shape, float("inf"), device=scale.device)
-    for step in range(int(spec.clip_maxshrink * spec.clip_grid)):
-        shrink = 1 - step / spec.clip_grid
-        s, z = params_from_range(shrink * xmin, shrink * xmax, spec)
-        q = fake_quantize(wf, s.unsqueeze(-1), z.unsqueeze(-1), spec.maxq)
-        err = (q - wf).abs_().pow_(spec.clip_norm).sum(dim=-1)
-        better = err < best
-        best = torch.where(better, err, best)
-        scale = torch.where(better, s, scale)
-        zero = torch.where(better, z, zero)
+    _clip_search(wf.reshape(-1, wf.shape[-1]), xmin.reshape(-1), xmax.reshape(-1), shrinks, spec,
+                 scale.view(-1), zero.view(-1))
     return scale, zero
+
+
+def _clip_search(
+    wf: torch.Tensor, xmin: torch.Tensor, xmax: torch.Tensor, shrinks: torch.Tensor, spec: GridSpec,
+    scale: torch.Tensor, zero: torch.Tensor,
+) -> None:
+    """Write the best clipped grid of each group `wf` [groups, g] into `scale` and `zero` [groups].
+
+    All factors of a block of groups are scored at once, with the very arithmetic of scoring
+    them one by one (so the choice is the same), over a block small enough to stay in cache:
+    each elementwise operation is one pass over [factors, block, g] instead of one pass over
+    the whole weight per factor. NaN errors never win, as `err < best` never holds for them.
+    """
+    candidates, (groups, width) = len(shrinks), wf.shape
+    budget = CLIP_CHUNK_ELEMENTS.get(wf.device.type, CLIP_CHUNK_ELEMENTS["cuda"])
+    per_step = max(1, budget // (candidates * width))
+    buffer = torch.empty(candidates, min(per_step, groups), width, device=wf.device)
+    for start in range(0, groups, per_step):
+        stop = min(start + per_step, groups)
+        s, z = params_from_range(shrinks[:, None] * xmin[start:stop], shrinks[:, None] * xmax[start:stop], spec)
+        sf, zf = s.float().unsqueeze(-1), z.unsqueeze(-1)
+        q = torch.div(wf[start:stop], sf, out=buffer[:, : stop - start])
+        q.round_().add_(zf).clamp_(0, spec.maxq).sub_(zf).mul_(sf)
+        err = q.sub_(wf[start:stop]).abs_().pow_(spec.clip_norm).sum(dim=-1)
+        pick = err.nan_to_num_(nan=float("inf")).argmin(dim=0, keepdim=True)
+        scale[start:stop] = s.gather(0, pick)[0]
+        zero[start:stop] = z.gather(0, pick)[0]
 
 
 def quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, sym: bool) -> QuantizedWeight:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from moequant.quant.gptq import gptq_solve, rtn_codes
-from moequant.quant.grid import GridSpec, dequantize
+from moequant.quant.grid import GridSpec, dequantize, fit_grid
 
 
 def correlated_problem(members=4, rows=12, cols=48, tokens=300, seed=0):
@@ -69,3 +69,87 @@ def test_dead_columns_keep_their_weights():
     X[..., :4] = 0
     result = gptq_solve(W, X.transpose(1, 2) @ X, GridSpec(4))
     assert result.weight.dequantize()[0, :, :4].abs().sum() > 0
+
+
+def reference_column_loop(W, U, spec, blocksize):
+    """GPTQ's column loop as Frantar et al. write it: row-major, one gather per column, no act-order."""
+    members, rows, cols = W.shape
+    group = spec.group_of(cols)
+    scale, zero = fit_grid(W, spec)
+    W, codes = W.clone(), torch.zeros_like(W)
+    losses = torch.zeros(members, rows, dtype=W.dtype)
+    if group < cols:
+        blocksize = group * max(1, blocksize // group)
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1, Err1, Hinv1 = W[:, :, i1:i2].clone(), torch.zeros(members, rows, i2 - i1, dtype=W.dtype), U[:, i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            if group < cols and col % group == 0:
+                s, z = fit_grid(W1[:, :, i : i + group], spec)
+                scale[:, :, col // group], zero[:, :, col // group] = s[..., 0], z[..., 0]
+            s_col, z_col = scale[:, :, col // group], zero[:, :, col // group]
+            w = W1[:, :, i]
+            code = torch.clamp(torch.round(w / s_col) + z_col, 0, spec.maxq)
+            q = s_col * (code - z_col)
+            codes[:, :, col] = code
+            d = Hinv1[:, i, i][:, None]
+            losses += (w - q) ** 2 / d**2 / 2
+            Err1[:, :, i] = (w - q) / d
+            W1[:, :, i:] -= Err1[:, :, i, None] * Hinv1[:, None, i, i:]
+        W[:, :, i2:] -= Err1 @ U[:, i1:i2, i2:]
+    return codes, scale, zero, losses
+
+
+def reference_upper_factor(H, damp):
+    """U with Uᵀ·U = (H + damp·mean(diag H)·I)⁻¹, as GPTQ computes it (no failures expected here)."""
+    eye = torch.eye(H.shape[-1], dtype=H.dtype)
+    damped = H + (damp * H.diagonal(dim1=-2, dim2=-1).mean(-1))[:, None, None] * eye
+    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(damped)), upper=True).contiguous()
+
+
+@pytest.mark.parametrize(
+    "spec, dtype, blocksize",
+    [
+        (GridSpec(4), torch.float32, 128),
+        (GridSpec(3, groupsize=16), torch.float32, 32),
+        (GridSpec(4, sym=False, groupsize=32, scale_dtype="bfloat16"), torch.float64, 40),
+        (GridSpec(2), torch.float64, 7),
+    ],
+    ids=["w4-f32", "w3-g16-f32", "w4-asym-g32-bf16-f64", "w2-f64-odd-blocks"],
+)
+def test_column_major_loop_gives_the_reference_codes_bit_for_bit(spec, dtype, blocksize):
+    W, _, H = correlated_problem(members=3, rows=20, cols=96, seed=1)
+    W, H = W.to(dtype), H.to(dtype)
+    result = gptq_solve(W, H, spec, blocksize=blocksize)
+    codes, scale, zero, losses = reference_column_loop(W, reference_upper_factor(H, 0.01), spec, blocksize)
+    assert torch.equal(result.weight.codes, codes.to(torch.uint8))
+    assert torch.equal(result.weight.scale, scale) and torch.equal(result.weight.zero, zero.float())
+    assert torch.equal(result.loss, losses.double())
+
+
+def test_act_order_codes_equal_solving_the_permuted_problem():
+    """Act-order is the plain loop on columns sorted by diag H, with each column keeping its own group."""
+    W, _, H = correlated_problem(members=2, rows=16, cols=64, seed=2)
+    spec = GridSpec(3, groupsize=16)
+    result = gptq_solve(W, H, spec, blocksize=32, act_order=True)
+    for member in range(2):
+        perm = torch.argsort(H[member].diagonal(), descending=True)
+        U = reference_upper_factor(H[member][perm][:, perm][None], 0.01)
+        scale, zero = fit_grid(W[member : member + 1], spec)
+        w = W[member : member + 1, :, perm].clone()
+        group_of_column = perm // 16
+        codes = torch.zeros_like(w)
+        for i1 in range(0, 64, 32):
+            W1, Err1 = w[:, :, i1 : i1 + 32].clone(), torch.zeros(1, 16, 32)
+            for i in range(32):
+                s, z = scale[..., group_of_column[i1 + i]], zero[..., group_of_column[i1 + i]]
+                code = torch.clamp(torch.round(W1[:, :, i] / s) + z, 0, spec.maxq)
+                codes[:, :, i1 + i] = code
+                err = (W1[:, :, i] - s * (code - z)) / U[:, i1 + i, i1 + i][:, None]
+                W1[:, :, i:] -= err[:, :, None] * U[:, None, i1 + i, i1 + i : i1 + 32]
+                Err1[:, :, i] = err
+            w[:, :, i1 + 32 :] -= Err1 @ U[:, i1 : i1 + 32, i1 + 32 :]
+        unpermuted = torch.empty_like(codes)
+        unpermuted[:, :, perm] = codes
+        assert torch.equal(result.weight.codes[member], unpermuted[0].to(torch.uint8))

@@ -1,7 +1,18 @@
 import pytest
 import torch
 
-from moequant.quant.grid import GridSpec, dequantize, fit_grid, pack, quantize, symmetric_zero, unpack
+from moequant.quant.grid import (
+    CLIP_CHUNK_ELEMENTS,
+    GridSpec,
+    dequantize,
+    fake_quantize,
+    fit_grid,
+    pack,
+    params_from_range,
+    quantize,
+    symmetric_zero,
+    unpack,
+)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -70,3 +81,56 @@ def test_zero_row_gets_a_valid_grid():
     q = quantize(w, s, z, 4, False)
     assert torch.all(s > 0)
     assert torch.equal(dequantize(q.codes, q.scale, q.zero, 8), w)
+
+
+def reference_fit_grid(w: torch.Tensor, spec: GridSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clip search as the method states it: one full pass per shrink factor, keep the first best."""
+    wf = w.float().reshape(*w.shape[:-1], -1, spec.group_of(w.shape[-1]))
+    xmin, xmax = wf.amin(-1).clamp(max=0), wf.amax(-1).clamp(min=0)
+    scale, zero = params_from_range(xmin, xmax, spec)
+    best = torch.full(scale.shape, float("inf"))
+    for step in range(int(spec.clip_maxshrink * spec.clip_grid)):
+        shrink = 1 - step / spec.clip_grid
+        s, z = params_from_range(shrink * xmin, shrink * xmax, spec)
+        err = (fake_quantize(wf, s.unsqueeze(-1), z.unsqueeze(-1), spec.maxq) - wf).abs_().pow_(spec.clip_norm).sum(-1)
+        better = err < best
+        best, scale, zero = torch.where(better, err, best), torch.where(better, s, scale), torch.where(better, z, zero)
+    return scale, zero
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        GridSpec(4),
+        GridSpec(3, sym=False, groupsize=32),
+        GridSpec(4, groupsize=16, scale_dtype="bfloat16"),
+        GridSpec(2, sym=False, scale_dtype="float16", clip_norm=2.0),
+        GridSpec(8, groupsize=64, clip_grid=20, clip_maxshrink=0.5),
+    ],
+    ids=["w4", "w3-asym-g32", "w4-g16-bf16", "w2-asym-fp16", "w8-g64-coarse"],
+)
+@pytest.mark.parametrize("budget", [1 << 12, 1 << 20], ids=["tiny-blocks", "default-blocks"])
+def test_blocked_clip_search_chooses_exactly_the_reference_grid(spec, budget, monkeypatch):
+    monkeypatch.setitem(CLIP_CHUNK_ELEMENTS, "cpu", budget)
+    g = torch.Generator().manual_seed(spec.bits)
+    w = torch.randn(3, 37, 192, generator=g) * torch.rand(192, generator=g) ** 3
+    w[0, 0] = 0.0
+    scale, zero = fit_grid(w, spec)
+    ref_scale, ref_zero = reference_fit_grid(w, spec)
+    assert scale.dtype == ref_scale.dtype and zero.dtype == ref_zero.dtype
+    assert torch.equal(scale, ref_scale) and torch.equal(zero, ref_zero)
+    assert torch.equal(quantize(w, scale, zero, spec.bits, spec.sym).codes,
+                       quantize(w, ref_scale, ref_zero, spec.bits, spec.sym).codes)
+
+
+def test_nan_group_keeps_the_full_range_like_the_reference():
+    w = torch.randn(4, 64)
+    w[1, 5] = float("nan")
+    spec = GridSpec(4, groupsize=16)
+    for got, expected in zip(fit_grid(w, spec), reference_fit_grid(w, spec)):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+
+
+def test_no_shrink_factor_is_the_plain_range():
+    w = torch.randn(4, 32)
+    assert all(torch.equal(a, b) for a, b in zip(fit_grid(w, GridSpec(4, clip_maxshrink=0.0)), fit_grid(w, GridSpec(4, clip=False))))
