@@ -51,7 +51,7 @@ def config() -> QuantConfig:
 
 
 def run_batched(model, calib) -> dict[str, torch.Tensor]:
-    result = stream_quantize(model, calib, config(), GPTQLayer(agq=True), show_progress=False)
+    result = stream_quantize(model, calib, config(), GPTQLayer(agq=True))
     return {address: w.unpacked().codes for address, w in result.weights.items()}
 
 

@@ -1,7 +1,7 @@
 """The measured phases of MoEQuant++ on one built model: rotation, AGQ-GPTQ, EBSS, perplexity.
 
 Quantization runs the package's own layer-streaming driver and AGQ stage code unchanged;
-the harness only wraps `HessianStack.add` and the solver entry point for the duration of
+the harness only wraps `HessianStack.add`/`add_grouped` and the solver entry point for the duration of
 the run, to time and count what they do per layer, so the split is the real code's split.
 Forwards are what remains of each layer's time (stage forwards, routing, recomputed
 expert activations for the down Hessians, the final output pass and the layer's moves).
@@ -73,20 +73,26 @@ def instrumented(costs: dict[int, LayerCost], current: list[int], device: torch.
     The grid fit (with its clip search) runs inside the solver; it is timed on its own as
     well, because it is elementwise work the FLOP floor does not count.
     """
-    original_add = HessianStack.add
+    original_add, original_add_grouped = HessianStack.add, HessianStack.add_grouped
 
-    def add(self: HessianStack, member: int, x: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+    def timed(self: HessianStack, x: torch.Tensor, accumulate: Any) -> None:
         cost = costs[current[0]]
         if id(self) not in cost.stacks:
             cost.stacks.add(id(self))
             cost.hessian_bytes += self.H.numel() * self.H.element_size()
         sync(device)
         start = now()
-        original_add(self, member, x, *args, **kwargs)
+        accumulate()
         sync(device)
         cost.hessian_s += now() - start
         tokens = x.numel() // x.shape[-1]
         cost.hessian_flops += hessian_add_flops(tokens, x.shape[-1])
+
+    def add(self: HessianStack, member: int, x: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        timed(self, x, lambda: original_add(self, member, x, *args, **kwargs))
+
+    def add_grouped(self: HessianStack, x: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        timed(self, x, lambda: original_add_grouped(self, x, *args, **kwargs))
 
     def solve(W: torch.Tensor, H: torch.Tensor, *args: Any, **kwargs: Any):
         cost = costs[current[0]]
@@ -113,12 +119,14 @@ def instrumented(costs: dict[int, LayerCost], current: list[int], device: torch.
         return fitted
 
     HessianStack.add = add  # type: ignore[method-assign]
+    HessianStack.add_grouped = add_grouped  # type: ignore[method-assign]
     sequential.gptq_solve = solve  # type: ignore[assignment]
     gptq.fit_grid = fit  # type: ignore[assignment]
     try:
         yield
     finally:
         HessianStack.add = original_add  # type: ignore[method-assign]
+        HessianStack.add_grouped = original_add_grouped  # type: ignore[method-assign]
         sequential.gptq_solve = gptq_solve
         gptq.fit_grid = fit_grid
 
@@ -144,7 +152,7 @@ def quantize_phase(model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor,
         with instrumented(costs, current, device, config.blocksize):
             sync(device)
             begin = now()
-            result = stream_quantize(model, calib, config, quantize_layer, show_progress=False)
+            result = stream_quantize(model, calib, config, quantize_layer)
             sync(device)
             end = now()
     gc.collect()

@@ -9,9 +9,35 @@ what the per-expert report and the tests compare against.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from moequant.errors import UsageError
+
+@dataclass(frozen=True)
+class MemberGroups:
+    """The (token, slot) pairs routed to each member, sorted by member in one pass.
+
+    Within a member the pairs keep token-then-slot order, the order `torch.where(ids == m)`
+    gives, so each member sees its tokens exactly as a per-member loop would.
+    """
+
+    token: torch.Tensor
+    slot: torch.Tensor
+    member: torch.Tensor
+    sizes: list[int]
+
+    @classmethod
+    def of(cls, ids: torch.Tensor, members: int) -> MemberGroups:
+        """Groups of the top-k ids [T, k]; ids outside 0..members−1 belong to no member."""
+        flat = ids.reshape(-1)
+        flat = torch.where((flat >= 0) & (flat < members), flat, members)
+        order = torch.argsort(flat, stable=True)
+        counts = torch.bincount(flat, minlength=members + 1)[:members]
+        sizes = counts.tolist()
+        order = order[: sum(sizes)]
+        return cls(order // ids.shape[-1], order % ids.shape[-1], flat[order], sizes)
 
 
 class HessianStack:
@@ -40,6 +66,33 @@ class HessianStack:
         self.tokens[member] += x.shape[0]
         counted = coeff if coeff is not None else weight
         self.mass[member] += float(x.shape[0]) if counted is None else float(counted.double().sum())
+
+    def add_grouped(
+        self, x: torch.Tensor, groups: MemberGroups, weight: torch.Tensor | None = None, coeff: torch.Tensor | None = None
+    ) -> None:
+        """`add` for every member at once: rows `x` [N, dim] sorted as `groups` sorts them.
+
+        Each member's rows are one contiguous slice, accumulated with the very `addmm_` that
+        `add` issues, so H is bit for bit the per-member loop's; what is gone is the per-member
+        search for its tokens, the per-member gather and the host sync per member (token and
+        mass counts are bookkept for all members in one step). A padded batched matmul or a
+        grouped matmul would drop the remaining Python step per member but changes how the
+        sums are blocked, hence their rounding (bench/hessian_grouping.py measures both).
+        """
+        x = x.reshape(-1, x.shape[-1]).to(self.H.dtype)
+        weighted = x if weight is None else x * weight.reshape(-1, 1).to(self.H.dtype)
+        start = 0
+        for member, size in enumerate(groups.sizes):
+            if size:
+                self.H[member].addmm_(weighted[start : start + size].t(), x[start : start + size])
+            start += size
+        sizes = torch.tensor(groups.sizes)
+        self.tokens += sizes
+        counted = coeff if coeff is not None else weight
+        if counted is None:
+            self.mass += sizes.double()
+        else:
+            self.mass.index_add_(0, groups.member.cpu(), counted.reshape(-1).double().cpu())
 
     def check_finite(self, where: str) -> None:
         if not bool(torch.isfinite(self.H).all()):

@@ -21,7 +21,7 @@ from moequant.quant.config import QuantConfig
 from moequant.quant.driver import LayerContext, stream_quantize
 from moequant.quant.gptq import gptq_solve
 from moequant.quant.grid import QuantizedWeight
-from moequant.quant.hessian import HessianStack, check_finite_activations
+from moequant.quant.hessian import HessianStack, MemberGroups, check_finite_activations
 from moequant.quant.registry import Algorithm, register
 from moequant.quant.report import QuantResult, ReportRow
 from moequant.quant.targets import Target
@@ -173,18 +173,18 @@ class GPTQLayer:
 
         def accumulate(x: torch.Tensor, hessians: dict) -> None:
             ids, coeffs = mlp.router.route(x)
-            for expert in range(bank.num_experts):
-                token, slot = torch.where(ids == expert)
-                inputs = x[token]
-                if not reads_x:
-                    inputs = bank.intermediate(expert, inputs)
-                    check_finite_activations(inputs, ctx.where("experts.down"))
-                c = coeffs[token, slot].float()
-                for mode in set(modes.values()):
-                    key = ("experts", mode)
-                    if key not in hessians:
-                        hessians[key] = self.stack(ctx, bank.num_experts, inputs)
-                    hessians[key].add(expert, inputs, _weights(c, mode), c)
+            groups = MemberGroups.of(ids, bank.num_experts)
+            inputs = x[groups.token]
+            if not reads_x:
+                parts = inputs.split(groups.sizes)
+                inputs = torch.cat([bank.intermediate(expert, part) for expert, part in enumerate(parts)])
+                check_finite_activations(inputs, ctx.where("experts.down"))
+            c = coeffs[groups.token, groups.slot].float()
+            for mode in set(modes.values()):
+                key = ("experts", mode)
+                if key not in hessians:
+                    hessians[key] = self.stack(ctx, bank.num_experts, inputs)
+                hessians[key].add_grouped(inputs, groups, _weights(c, mode), c)
             shared_c = mlp.shared_coefficient(x).reshape(-1).float()
             for index, shared in enumerate(mlp.shared_experts):
                 inputs = x if reads_x else shared.act_fn(shared.gate(x)) * shared.up(x)
