@@ -58,6 +58,17 @@ def layer_forward_flops(layer: DecoderLayer, sequences: int, seqlen: int) -> flo
     return tokens * per_token + 4.0 * pairs * attention_width(layer)
 
 
+def step_weight_bytes(layer: DecoderLayer, rows: int, itemsize: int) -> float:
+    """Weight bytes one decoding step of `rows` rows reads in the layer: every dense weight,
+    and each routed expert that at least one row picks (expected count under uniform routing)."""
+    mlp = layer.mlp
+    experts = 0.0
+    if isinstance(mlp, MoEBlock):
+        count, top_k = mlp.experts.num_experts, mlp.top_k
+        experts = count * (1.0 - (1.0 - top_k / count) ** rows)
+    return itemsize * (_dense_weight_elements(layer) + experts * expert_weight_elements(layer))
+
+
 def head_flops(adapter: ModelAdapter, tokens: int) -> float:
     return 2.0 * tokens * adapter.lm_head.weight.numel()
 

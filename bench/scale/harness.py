@@ -21,7 +21,7 @@ from torch import nn
 
 import moequant.quant.gptq as gptq
 import moequant.quant.sequential as sequential
-from bench.scale.flops import head_flops, hessian_add_flops, layer_forward_flops, solve_flops
+from bench.scale.flops import head_flops, hessian_add_flops, layer_forward_flops, solve_flops, step_weight_bytes
 from bench.scale.measure import LayerClock, PeakHostMemory, now, peak_gpu_memory, rss_bytes, sync
 from moequant.calib.ebss import ebss_generate, first_tokens
 from moequant.calib.vocab import allowed_token_mask
@@ -203,6 +203,8 @@ def ebss_phase(model: nn.Module, adapter: ModelAdapter, nsamples: int, seqlen: i
             sync(device)
             seconds = now() - start
     rows = nsamples * width
+    step_rows = min(batch_size, nsamples) * width
+    itemsize = adapter.lm_head.weight.element_size()
     return {
         "seconds": seconds,
         "layer_seconds": clock.seconds(),
@@ -210,6 +212,10 @@ def ebss_phase(model: nn.Module, adapter: ModelAdapter, nsamples: int, seqlen: i
         "rows": rows,
         "layer_flops": [layer_forward_flops(layer, rows, seqlen) for layer in adapter.layers],
         "head_flops": head_flops(adapter, rows * seqlen),
+        "steps": math.ceil(nsamples / batch_size) * seqlen,
+        "step_rows": step_rows,
+        "layer_step_bytes": [step_weight_bytes(layer, step_rows, itemsize) for layer in adapter.layers],
+        "head_step_bytes": adapter.lm_head.weight.numel() * itemsize,
         "peak_host_bytes": host.peak,
         "peak_gpu_bytes": gpu["peak"],
     }

@@ -140,6 +140,25 @@ def matmul_rate(dtype: torch.dtype, device: torch.device, size: int, seconds: fl
                 return 2.0 * size**3 * runs / elapsed
 
 
+def read_bandwidth(dtype: torch.dtype, device: torch.device, nbytes: int, seconds: float = 0.5) -> float:
+    """Bytes/s of streaming a `nbytes` tensor once (a sum reads every element): the rate a
+    one-token decoding step reads its weights at, when it is bound by memory."""
+    elements = nbytes // torch.finfo(dtype).bits * 8
+    data = torch.ones(elements, dtype=dtype, device=device)
+    for _ in range(2):
+        data.sum()
+    sync(device)
+    runs, start = 0, now()
+    while True:
+        data.sum()
+        runs += 1
+        if runs % 4 == 0:
+            sync(device)
+            elapsed = now() - start
+            if elapsed >= seconds:
+                return data.numel() * data.element_size() * runs / elapsed
+
+
 class LayerClock:
     """Time spent inside each decoder layer during a model's forwards, by forward hooks."""
 

@@ -62,6 +62,10 @@ def project(result: dict[str, Any]) -> dict[str, Any]:
     ebss = result.get("ebss")
     if ebss:
         out["ebss_target_s"] = out["ebss_s"] * (CALIB_TARGET[0] * CALIB_TARGET[1]) / ebss["tokens"]
+        if "read_bandwidth" in rates and "steps" in ebss:
+            step_bytes = ebss["head_step_bytes"] + extrapolate(ebss["layer_step_bytes"], full)
+            out["ebss_memory_floor_s"] = ebss["steps"] * step_bytes / rates["read_bandwidth"]
+            out["ebss_memory_ratio"] = out["ebss_s"] / out["ebss_memory_floor_s"]
     return out
 
 
@@ -164,6 +168,14 @@ def markdown(results: list[dict[str, Any]]) -> str:
                                f"{rotation['peak_host_bytes'] / mib:.0f}", "–", f"{projection['rotation_s']:.1f}", "–", "–"])
         for target, value, state in targets(result, projection):
             target_rows.append([name, target, value, state])
+    bound_rows = [
+        [result["shape"], str(result["ebss"]["step_rows"]),
+         f"{(result['ebss']['head_step_bytes'] + sum(result['ebss']['layer_step_bytes'])) / mib:.1f}",
+         f"{result['rates']['read_bandwidth'] / 1e9:.1f}", f"{result['projection']['ebss_s']:.1f}",
+         f"{result['projection']['ebss_memory_floor_s']:.2f}", f"{result['projection']['ebss_memory_ratio']:.1f}×",
+         f"{result['projection']['ebss_ratio']:.1f}×"]
+        for result in results if "ebss_memory_floor_s" in result.get("projection", {})
+    ]
     parts = [
         _table(["shape", "layer", "measured s", "Hessian s", "solve s (clip search)", "forward s", "Hessian GFLOP", "solve GFLOP",
                 "forward GFLOP", "floor s", "measured/floor"], layer_rows),
@@ -171,4 +183,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 "full floor s", "measured/floor"], phase_rows),
         _table(["shape", "target", "value", "verdict"], target_rows),
     ]
+    if bound_rows:
+        parts.insert(2, _table(["shape", "EBSS rows per step", "weight MiB read per step (built)", "read GB/s",
+                                "full model s", "full memory floor s", "measured/memory floor", "measured/FLOP floor"],
+                               bound_rows))
     return "\n\n".join(parts)

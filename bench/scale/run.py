@@ -29,7 +29,7 @@ from bench.scale.harness import (
     quantize_phase,
     rotation_phase,
 )
-from bench.scale.measure import matmul_rate, rss_bytes, set_clock
+from bench.scale.measure import matmul_rate, read_bandwidth, rss_bytes, set_clock
 from bench.scale.report import host_check, markdown, project
 from bench.scale.shapes import build, config_summary, default_layers, full_layers, shape_names
 from moequant.artifacts import write_json
@@ -40,9 +40,9 @@ from moequant.runtime import resolve_device, resolve_dtype
 
 PHASES = ("rotate", "precision", "quant", "ebss", "ppl")
 CUDA_DEFAULTS = dict(scale=1, dtype="bfloat16", nsamples=128, seqlen=512, ebss_nsamples=128, ebss_seqlen=512,
-                     ppl_windows=16, ppl_seqlen=2048, ppl_batch=4, rate_size=8192)
+                     ppl_windows=16, ppl_seqlen=2048, ppl_batch=4, rate_size=8192, bandwidth_bytes=1 << 31)
 CPU_DEFAULTS = dict(scale=8, dtype="float32", nsamples=32, seqlen=256, ebss_nsamples=8, ebss_seqlen=64,
-                    ppl_windows=4, ppl_seqlen=256, ppl_batch=1, rate_size=1024)
+                    ppl_windows=4, ppl_seqlen=256, ppl_batch=1, rate_size=1024, bandwidth_bytes=1 << 28)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -184,9 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.init()
     hessian_dtype = resolve_dtype(args.hessian_dtype)
     rates = {"hessian": matmul_rate(hessian_dtype, args.device, args.rate_size),
-             "model": matmul_rate(resolve_dtype(args.dtype), args.device, args.rate_size)}
+             "model": matmul_rate(resolve_dtype(args.dtype), args.device, args.rate_size),
+             "read_bandwidth": read_bandwidth(resolve_dtype(args.dtype), args.device, args.bandwidth_bytes)}
     print(f"matmul rate: {args.hessian_dtype} {rates['hessian'] / 1e12:.3f} TFLOP/s, "
-          f"{args.dtype} {rates['model'] / 1e12:.3f} TFLOP/s", file=sys.stderr, flush=True)
+          f"{args.dtype} {rates['model'] / 1e12:.3f} TFLOP/s; read {rates['read_bandwidth'] / 1e9:.1f} GB/s",
+          file=sys.stderr, flush=True)
     results = []
     for name in args.shapes:
         results.append(run_shape(name, args, rates))

@@ -96,6 +96,16 @@ class _Decoder:
         self.cache.reorder_cache(rows.to(self.device))
 
 
+def _backtrack(first: torch.Tensor, chosen: list[torch.Tensor], parents: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+    """The token sequences [len(rows), 1 + steps] of beams `rows`, read back through the parent pointers."""
+    tokens = torch.empty(len(rows), 1 + len(chosen), dtype=torch.long)
+    for step in range(len(chosen) - 1, -1, -1):
+        tokens[:, step + 1] = chosen[step][rows]
+        rows = parents[step][rows]
+    tokens[:, 0] = first[rows]
+    return tokens
+
+
 @torch.no_grad()
 def _search_batch(
     adapter: ModelAdapter, first: torch.Tensor, allowed: torch.Tensor, seqlen: int, tau: float, width: int, ticker: Ticker
@@ -105,19 +115,24 @@ def _search_batch(
     decoder = _Decoder(adapter, rows)
     banned = ~allowed.to(decoder.device)
     offsets = (torch.arange(samples) * width).repeat_interleave(width)
-    tokens = first.repeat_interleave(width).unsqueeze(1)
+    start = first.repeat_interleave(width)
+    # Each step appends one token per beam and a parent pointer; sequences are read back once at
+    # the end instead of re-gathering every [rows, length] prefix at every step.
+    chosen_steps: list[torch.Tensor] = []
+    parent_steps: list[torch.Tensor] = []
     logprob_sum = torch.zeros(rows, dtype=torch.float64)
     # Beams start as copies of one sequence; only the first is live until the search branches.
     alive = (torch.arange(rows) % width) == 0
-    logprobs, counts = decoder.step(tokens[:, -1])
+    identity = torch.arange(rows)
+    logprobs, counts = decoder.step(start)
     for step in range(seqlen - 1):
-        scores = logprobs.masked_fill(banned, -math.inf).cpu()
+        scores = logprobs.masked_fill_(banned, -math.inf).cpu()
         if step < GREEDY_TOKENS:
             chosen_lp, chosen = scores.max(dim=-1)
-            parents = torch.arange(rows)
+            parents = identity
         else:
             top_lp, top_ids = scores.topk(width, dim=-1)
-            cost = beam_cost(logprob_sum.unsqueeze(1) + top_lp, tokens.shape[1], sigma(counts).unsqueeze(1), tau)
+            cost = beam_cost(logprob_sum.unsqueeze(1) + top_lp, step + 1, sigma(counts).unsqueeze(1), tau)
             cost = cost.masked_fill(~alive.unsqueeze(1), math.inf).reshape(samples, width * width)
             best_cost, best = cost.topk(width, dim=-1, largest=False, sorted=True)
             best = best.reshape(-1)
@@ -126,14 +141,15 @@ def _search_batch(
             chosen = top_ids.reshape(-1, width * width)[offsets // width, best]
             alive = best_cost.reshape(-1).isfinite()
             decoder.reorder(parents)
-        tokens = torch.cat([tokens[parents], chosen.unsqueeze(1)], dim=1)
+        chosen_steps.append(chosen)
+        parent_steps.append(parents)
         logprob_sum = logprob_sum[parents] + chosen_lp
         logprobs, new_counts = decoder.step(chosen)
         counts = counts[parents] + new_counts
         ticker.update(samples, lambda: f"σ of the live beams {sigma(counts)[alive].mean().item():.4f}")
     final = beam_cost(logprob_sum, seqlen - 1, sigma(counts), tau).masked_fill(~alive, math.inf)
     pick = offsets[::width] + final.reshape(samples, width).argmin(dim=-1)
-    return EbssResult(tokens[pick], logprob_sum[pick], counts[pick])
+    return EbssResult(_backtrack(start, chosen_steps, parent_steps, pick), logprob_sum[pick], counts[pick])
 
 
 def ebss_generate(
