@@ -66,11 +66,15 @@ def run_reference(model, calib) -> dict[str, torch.Tensor]:
     codes: dict[str, torch.Tensor] = {}
 
     def collect(module, member_input, dim):
+        """Re-run the layer per sample; the hook only keeps the input, which is used after the
+        forward, since routing it may itself call the hooked block."""
         hessian = HessianStack(1, dim, torch.float64, torch.device("cpu"))
         for hidden, kw in zip(inputs, kwargs):
-            handle = module.register_forward_pre_hook(lambda _m, args: member_input(args[0], hessian))
+            seen = []
+            handle = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
             layer.module(hidden, **kw)
             handle.remove()
+            member_input(seen[0], hessian)
         return hessian
 
     def solve(weight, hessian):

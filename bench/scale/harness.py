@@ -30,7 +30,7 @@ from moequant.models import ModelAdapter
 from moequant.quant.config import QuantConfig
 from moequant.quant.driver import LayerContext, capture_layer_inputs, stream_quantize
 from moequant.quant.gptq import auto_chunk, gptq_solve
-from moequant.quant.grid import fit_grid
+from moequant.quant.grid import clip_shrinks, fit_grid
 from moequant.quant.hessian import HessianStack
 from moequant.quant.sequential import GPTQLayer
 from moequant.rotation.rotate import rotate_model
@@ -46,6 +46,7 @@ class LayerCost:
     hessian_s: float = 0.0
     solve_s: float = 0.0
     grid_s: float = 0.0
+    grid_pows: int = 0
     hessian_flops: float = 0.0
     solve_flops: float = 0.0
     forward_flops: float = 0.0
@@ -60,7 +61,7 @@ class LayerCost:
     def as_dict(self) -> dict[str, Any]:
         return {
             "index": self.index, "moe": self.moe, "seconds": self.seconds, "hessian_s": self.hessian_s,
-            "solve_s": self.solve_s, "grid_s": self.grid_s, "forward_s": self.forward_s, "hessian_flops": self.hessian_flops,
+            "solve_s": self.solve_s, "grid_s": self.grid_s, "grid_pows": self.grid_pows, "forward_s": self.forward_s, "hessian_flops": self.hessian_flops,
             "solve_flops": self.solve_flops, "forward_flops": self.forward_flops,
             "hessian_bytes": self.hessian_bytes, "solver_bytes": self.solver_bytes,
         }
@@ -71,7 +72,8 @@ def instrumented(costs: dict[int, LayerCost], current: list[int], device: torch.
     """Time and count every Hessian accumulation and every solve, charged to the current layer.
 
     The grid fit (with its clip search) runs inside the solver; it is timed on its own as
-    well, because it is elementwise work the FLOP floor does not count.
+    well, because it is elementwise work the FLOP floor does not count, and the |w − q|^norm
+    evaluations it makes (weights × shrink factors) are counted for its own floor.
     """
     original_add, original_add_grouped = HessianStack.add, HessianStack.add_grouped
 
@@ -116,6 +118,8 @@ def instrumented(costs: dict[int, LayerCost], current: list[int], device: torch.
         fitted = fit_grid(w, spec)
         sync(device)
         costs[current[0]].grid_s += now() - start
+        if spec.clip:
+            costs[current[0]].grid_pows += w.numel() * len(clip_shrinks(spec))
         return fitted
 
     HessianStack.add = add  # type: ignore[method-assign]

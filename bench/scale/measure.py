@@ -159,6 +159,25 @@ def read_bandwidth(dtype: torch.dtype, device: torch.device, nbytes: int, second
                 return data.numel() * data.element_size() * runs / elapsed
 
 
+def pow_rate(device: torch.device, elements: int = 1 << 20, seconds: float = 0.5) -> float:
+    """|x|^2.4 evaluations per second on a cache-sized float32 tensor: the rate that bounds the
+    exact clip search, which evaluates one such power per weight and shrink factor."""
+    data = torch.rand(elements, device=device)
+    out = torch.empty_like(data)
+    for _ in range(2):
+        torch.pow(data, 2.4, out=out)
+    sync(device)
+    runs, start = 0, now()
+    while True:
+        torch.pow(data, 2.4, out=out)
+        runs += 1
+        if runs % 4 == 0:
+            sync(device)
+            elapsed = now() - start
+            if elapsed >= seconds:
+                return elements * runs / elapsed
+
+
 class LayerClock:
     """Time spent inside each decoder layer during a model's forwards, by forward hooks."""
 

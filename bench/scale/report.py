@@ -30,6 +30,13 @@ def layer_floor(layer: dict[str, Any], rates: dict[str, float]) -> float:
     return (layer["hessian_flops"] + layer["solve_flops"]) / rates["hessian"] + layer["forward_flops"] / rates["model"]
 
 
+def clip_floor(layer: dict[str, Any], rates: dict[str, float]) -> str:
+    """'; F' with F the seconds the layer's clip-search powers take at the measured pow rate."""
+    if "pow" not in rates or "grid_pows" not in layer:
+        return ""
+    return f"; {layer['grid_pows'] / rates['pow']:.2f}"
+
+
 def project(result: dict[str, Any]) -> dict[str, Any]:
     """Full-model figures of one shape's measurements (see the module docstring for the rule)."""
     full, rates = result["full_layers"], result["rates"]
@@ -146,7 +153,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
             floor = layer_floor(layer, rates)
             layer_rows.append([
                 name, str(layer["index"]) + (" MoE" if layer["moe"] else " dense"), f"{layer['seconds']:.2f}",
-                f"{layer['hessian_s']:.2f}", f"{layer['solve_s']:.2f} ({layer['grid_s']:.2f})", f"{layer['forward_s']:.2f}",
+                f"{layer['hessian_s']:.2f}", f"{layer['solve_s']:.2f} ({layer['grid_s']:.2f}{clip_floor(layer, rates)})",
+                f"{layer['forward_s']:.2f}",
                 f"{layer['hessian_flops'] / 1e9:.1f}", f"{layer['solve_flops'] / 1e9:.1f}", f"{layer['forward_flops'] / 1e9:.1f}",
                 f"{floor:.3f}", f"{layer['seconds'] / floor:.1f}×",
             ])
@@ -177,7 +185,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
         for result in results if "ebss_memory_floor_s" in result.get("projection", {})
     ]
     parts = [
-        _table(["shape", "layer", "measured s", "Hessian s", "solve s (clip search)", "forward s", "Hessian GFLOP", "solve GFLOP",
+        _table(["shape", "layer", "measured s", "Hessian s", "solve s (clip search; its pow floor)", "forward s", "Hessian GFLOP", "solve GFLOP",
                 "forward GFLOP", "floor s", "measured/floor"], layer_rows),
         _table(["shape", "phase", "tokens", "measured s", "tok/s", "peak host MiB", "peak GPU MiB", "full model s",
                 "full floor s", "measured/floor"], phase_rows),

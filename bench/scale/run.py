@@ -29,7 +29,7 @@ from bench.scale.harness import (
     quantize_phase,
     rotation_phase,
 )
-from bench.scale.measure import matmul_rate, read_bandwidth, rss_bytes, set_clock
+from bench.scale.measure import matmul_rate, pow_rate, read_bandwidth, rss_bytes, set_clock
 from bench.scale.report import host_check, markdown, project
 from bench.scale.shapes import build, config_summary, default_layers, full_layers, shape_names
 from moequant.artifacts import write_json
@@ -185,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     hessian_dtype = resolve_dtype(args.hessian_dtype)
     rates = {"hessian": matmul_rate(hessian_dtype, args.device, args.rate_size),
              "model": matmul_rate(resolve_dtype(args.dtype), args.device, args.rate_size),
-             "read_bandwidth": read_bandwidth(resolve_dtype(args.dtype), args.device, args.bandwidth_bytes)}
+             "read_bandwidth": read_bandwidth(resolve_dtype(args.dtype), args.device, args.bandwidth_bytes),
+             "pow": pow_rate(args.device)}
     print(f"matmul rate: {args.hessian_dtype} {rates['hessian'] / 1e12:.3f} TFLOP/s, "
-          f"{args.dtype} {rates['model'] / 1e12:.3f} TFLOP/s; read {rates['read_bandwidth'] / 1e9:.1f} GB/s",
+          f"{args.dtype} {rates['model'] / 1e12:.3f} TFLOP/s; read {rates['read_bandwidth'] / 1e9:.1f} GB/s; "
+          f"pow {rates['pow'] / 1e9:.2f} G/s",
           file=sys.stderr, flush=True)
     results = []
     for name in args.shapes:

@@ -139,7 +139,7 @@ class GPTQLayer:
             solve_targets(ctx, routing, self.collect(ctx, mlp, accumulate)[None])
         self.expert_stage(ctx, mlp, ("gate", "up"))
         self.expert_stage(ctx, mlp, ("down",))
-        del ctx.state["moe_inputs"]
+        del ctx.state["moe_inputs"], ctx.state["moe_routes"]
 
     def stack(self, ctx: LayerContext, members: int, x: torch.Tensor) -> HessianStack:
         return HessianStack(members, x.shape[-1], hessian_dtype(ctx.config), ctx.device)
@@ -171,15 +171,21 @@ class GPTQLayer:
         shared_modes = {p: self.weighting(ctx.config, p, mlp.shared_gate is not None) for p in projections}
         reads_x = projections != ("down",)
 
+        routes = ctx.state.setdefault("moe_routes", {})
+
         def accumulate(x: torch.Tensor, hessians: dict) -> None:
-            ids, coeffs = mlp.router.route(x)
-            groups = MemberGroups.of(ids, bank.num_experts)
+            # The router is final before the expert stages, so gate/up and down see the same
+            # routing of the same tokens: route and sort each micro-batch once for both.
+            if id(x) not in routes:
+                ids, coeffs = mlp.router.route(x)
+                groups = MemberGroups.of(ids, bank.num_experts)
+                routes[id(x)] = groups, coeffs[groups.token, groups.slot].float()
+            groups, c = routes[id(x)]
             inputs = x[groups.token]
             if not reads_x:
                 parts = inputs.split(groups.sizes)
                 inputs = torch.cat([bank.intermediate(expert, part) for expert, part in enumerate(parts)])
                 check_finite_activations(inputs, ctx.where("experts.down"))
-            c = coeffs[groups.token, groups.slot].float()
             for mode in set(modes.values()):
                 key = ("experts", mode)
                 if key not in hessians:
