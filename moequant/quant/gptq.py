@@ -83,7 +83,12 @@ def _solve_members(W: torch.Tensor, H: torch.Tensor, spec: GridSpec, damp: float
     members, rows, cols = W.shape
     group = spec.group_of(cols)
     dynamic_groups = group < cols and not act_order
-    scale, zero = fit_grid(W, spec)
+    if dynamic_groups:  # every group is fitted in the column loop, from its updated weights
+        groups = (members, rows, cols // group)
+        scale = torch.empty(groups, dtype=spec.scale_torch_dtype, device=W.device)
+        zero = torch.empty(groups, dtype=torch.float32, device=W.device)
+    else:
+        scale, zero = fit_grid(W, spec)
     H = H.clone()
     diag = H.diagonal(dim1=-2, dim2=-1)
     dead = diag == 0
