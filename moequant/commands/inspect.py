@@ -32,6 +32,10 @@ def describe(model) -> dict:
                 shared_experts=len(block.shared_experts),
                 shared_gate=block.shared_gate is not None,
             )
+        if layer.attention.other:
+            entry["plain_gptq_linears"] = sorted(layer.attention.other)
+        if layer.fold_blockers:
+            entry["fold_blockers"] = layer.fold_blockers
         layers.append(entry)
     return {
         "family": adapter.family,

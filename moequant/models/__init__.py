@@ -21,13 +21,13 @@ from moequant.models.base import (
 )
 from moequant.models.discover import Unsupported, discover
 
-_EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_tok")
+EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_tok")
 
 
 def check_model_type(config: object) -> None:
     """Refuse, before any weight is read, a config that describes no Mixture-of-Experts model."""
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if not any(getattr(text, key, None) for key in _EXPERT_COUNT_KEYS):
+    if not any(getattr(text, key, None) for key in EXPERT_COUNT_KEYS):
         model_type = getattr(config, "model_type", None)
         raise UsageError(f"model_type {model_type!r} has no experts in its config; moequant quantizes Mixture-of-Experts models")
 

@@ -284,6 +284,10 @@ class Attention:
     exactly the writer inputs it feeds (all heads of its group under GQA); AWQ folds o_proj
     input scales this way. None where the family's layout is not known to be linear in V.
     """
+    other: dict[str, nn.Linear] = field(default_factory=dict)
+    """Linears of the token mixer whose role the adapter does not know (linear attention, Mamba,
+    attention output gates, sparse-attention indexers): quantized with plain GPTQ after the
+    readers, never rotated or folded into (they make the layer a fold blocker)."""
 
 
 @dataclass

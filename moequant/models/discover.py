@@ -74,11 +74,15 @@ def expert_bank(experts: nn.Module) -> ExpertBank:
     raise Unsupported(f"unrecognised expert layout {type(experts).__name__}")
 
 
-def _router_module(block: nn.Module, num_experts: int, hidden: int) -> tuple[str, nn.Module]:
+def _router_module(block: nn.Module, num_experts: int, hidden: int) -> tuple[str, nn.Module, nn.Parameter]:
+    """(name, module, [E, H] weight) of the block's router: a child holding that weight, itself or one level down."""
     for name, child in block.named_children():
-        weight = getattr(child, "weight", None)
-        if name != "experts" and isinstance(weight, nn.Parameter) and tuple(weight.shape) == (num_experts, hidden):
-            return name, child
+        if name == "experts":
+            continue
+        for holder in (child, *child.children()):
+            weight = getattr(holder, "weight", None)
+            if isinstance(weight, nn.Parameter) and tuple(weight.shape) == (num_experts, hidden):
+                return name, child, weight
     raise Unsupported(f"{type(block).__name__} has no router with an [{num_experts}, {hidden}] weight")
 
 
@@ -92,7 +96,7 @@ def _top_k(router: nn.Module, block: nn.Module, config: object) -> int:
 
 def moe_block(block: nn.Module, hidden: int, where: str, config: object) -> MoEBlock:
     bank = expert_bank(block.experts)
-    router_name, router_module = _router_module(block, bank.num_experts, hidden)
+    router_name, router_module, router_weight = _router_module(block, bank.num_experts, hidden)
     shared, shared_gate, known = [], None, {"experts", router_name}
     for name, child in block.named_children():
         if name in known or not any(True for _ in child.parameters()):
@@ -104,7 +108,7 @@ def moe_block(block: nn.Module, hidden: int, where: str, config: object) -> MoEB
         else:
             raise Unsupported(f"{where}: MoE block part {name!r} ({type(child).__name__}) is not one moequant knows")
     try:
-        router = router_for(router_module, bank, block)
+        router = router_for(router_module, router_weight, bank, block)
     except UnreadableRouter as err:
         raise Unsupported(f"{where}: {err}") from None
     return MoEBlock(block, router, bank, shared, shared_gate, _top_k(router_module, block, config))
@@ -138,18 +142,26 @@ def _value_source(attn: nn.Module, writer: nn.Linear | None) -> tuple[nn.Linear 
     return value, rows
 
 
-def attention(attn: nn.Module) -> Attention:
-    def pick(names: tuple[str, ...]) -> dict[str, nn.Linear]:
-        return {n: getattr(attn, n) for n in names if isinstance(getattr(attn, n, None), nn.Linear)}
+def attention(attn: nn.Module, known: bool = True) -> Attention:
+    """The token mixer's linears by role; an unknown mixer (`known=False`) has only `other` ones."""
 
-    writers = pick(_ATTENTION_WRITERS)
+    def pick(names: tuple[str, ...]) -> dict[str, nn.Linear]:
+        return {n: getattr(attn, n) for n in names if known and isinstance(getattr(attn, n, None), nn.Linear)}
+
+    readers, writers, inner = pick(_ATTENTION_READERS), pick(_ATTENTION_WRITERS), pick(_ATTENTION_INNER)
     value, rows = _value_source(attn, writers.get("o_proj"))
-    return Attention(attn, pick(_ATTENTION_READERS), writers, pick(_ATTENTION_INNER), value, rows)
+    seen = {id(m) for group in (readers, writers, inner) for m in group.values()}
+    other = {n: m for n, m in attn.named_modules() if isinstance(m, nn.Linear) and id(m) not in seen}
+    return Attention(attn, readers, writers, inner, value, rows, other)
 
 
 def _fold_blockers(module: nn.Module, attn_name: str, mlp_name: str) -> list[str]:
     """Parts of a layer that break 'norm → readers, writers → residual' (rotation would not be exact)."""
     blockers = [f"no {name}" for name in _LAYER_NORMS if not isinstance(getattr(module, name, None), nn.Module)]
+    mixer = getattr(module, attn_name)
+    other = [n for n, m in mixer.named_modules() if isinstance(m, nn.Linear) and n not in (*_ATTENTION_READERS, *_ATTENTION_WRITERS, *_ATTENTION_INNER)]
+    if other:
+        blockers.append(f"{attn_name} linears of unknown role ({', '.join(other)})")
     for name, child in module.named_children():
         if name in (attn_name, mlp_name, *_LAYER_NORMS) or not any(True for _ in child.parameters()):
             continue
@@ -159,15 +171,19 @@ def _fold_blockers(module: nn.Module, attn_name: str, mlp_name: str) -> list[str
 
 def decoder_layer(index: int, module: nn.Module, hidden: int, config: object) -> DecoderLayer:
     where = f"layer {index}"
-    attn_name = next((n for n in _ATTENTION_NAMES if isinstance(getattr(module, n, None), nn.Module)), None)
-    if attn_name is None:
-        kinds = ", ".join(n for n, c in module.named_children() if any(True for _ in c.parameters()))
-        raise Unsupported(f"{where} has no softmax attention moequant knows (its parts: {kinds})")
     mlp_name = next((n for n, c in module.named_children() if hasattr(c, "experts")), None)
     if mlp_name is None:
-        mlp_name = next((n for n, c in module.named_children() if n != attn_name and _is_dense_mlp(c)), None)
+        mlp_name = next((n for n, c in module.named_children() if _is_dense_mlp(c)), None)
     if mlp_name is None:
         raise Unsupported(f"{where} has neither a MoE block nor a gated FFN")
+    attn_name = next((n for n in _ATTENTION_NAMES if isinstance(getattr(module, n, None), nn.Module)), None)
+    mixers = [n for n, c in module.named_children() if n != mlp_name and any(isinstance(m, nn.Linear) for m in c.modules())]
+    if attn_name is None and len(mixers) == 1:
+        attn_name, known = mixers[0], False
+    elif attn_name is None:
+        raise Unsupported(f"{where} has no token mixer moequant can tell apart (parts with linears: {', '.join(mixers) or 'none'})")
+    else:
+        known = True
     child = getattr(module, mlp_name)
     mlp = moe_block(child, hidden, where, config) if hasattr(child, "experts") else dense_mlp(child)
     layer = DecoderLayer(
@@ -175,7 +191,7 @@ def decoder_layer(index: int, module: nn.Module, hidden: int, config: object) ->
         module=module,
         input_norm=getattr(module, _LAYER_NORMS[0], None),
         post_attention_norm=getattr(module, _LAYER_NORMS[1], None),
-        attention=attention(getattr(module, attn_name)),
+        attention=attention(getattr(module, attn_name), known),
         mlp=mlp,
         mlp_name=mlp_name,
         fold_blockers=_fold_blockers(module, attn_name, mlp_name),
@@ -186,11 +202,12 @@ def decoder_layer(index: int, module: nn.Module, hidden: int, config: object) ->
 
 def _check_every_linear_known(layer: DecoderLayer, where: str) -> None:
     """Refuse a layer with a linear no stage would quantize: it would silently stay full precision."""
-    known = {id(m) for group in (layer.attention.readers, layer.attention.writers, layer.attention.inner) for m in group.values()}
+    attn = layer.attention
+    known = {id(m) for group in (attn.readers, attn.writers, attn.inner, attn.other) for m in group.values()}
     mlp = layer.mlp
     parts = [mlp] if isinstance(mlp, DenseMLP) else list(mlp.shared_experts)
     if isinstance(mlp, MoEBlock):
-        known.add(id(mlp.router.module))
+        known.update(id(m) for m in mlp.router.module.modules())
         if mlp.shared_gate is not None:
             known.add(id(mlp.shared_gate))
         if isinstance(mlp.experts, ModuleListExperts):

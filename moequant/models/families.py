@@ -35,8 +35,7 @@ def _no_scores(_output: object) -> torch.Tensor:
     raise NotImplementedError("this router does not return its raw scores")
 
 
-def router_for(module: nn.Module, bank: ExpertBank, block: nn.Module) -> Router:
-    weight = module.weight
+def router_for(module: nn.Module, weight: nn.Parameter, bank: ExpertBank, block: nn.Module) -> Router:
     if not isinstance(bank, ModuleListExperts):
         return Router(module, weight, _raw_scores, block, experts_module=block.experts)
     if type(module).__name__ == "MoEGate":

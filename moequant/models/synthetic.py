@@ -102,6 +102,94 @@ def tiny_config(family: str, **overrides: Any):
     return AutoConfig.for_model(family, **values)
 
 
+_TINY_ANY: dict[str, Any] = dict(
+    _TINY_COMMON,
+    num_hidden_layers=3,
+    intermediate_size=48,
+    moe_intermediate_size=24,
+    shared_expert_intermediate_size=24,
+    head_dim=8,
+    num_local_experts=4,
+    num_experts=4,
+    n_routed_experts=4,
+    moe_num_experts=4,
+    num_experts_per_tok=2,
+    moe_topk=2,
+    moe_k=2,
+    moe_num_shared_experts=1,
+    n_shared_experts=1,
+    n_group=1,
+    topk_group=1,
+    first_k_dense_replace=1,
+    decoder_sparse_step=1,
+    mlp_only_layers=[],
+    q_lora_rank=16,
+    kv_lora_rank=16,
+    qk_rope_head_dim=4,
+    qk_nope_head_dim=4,
+    v_head_dim=8,
+    sliding_window=16,
+)
+"""Small values for the size fields MoE configs share; each is applied only where the family's
+config has that field, so one table shrinks every family."""
+
+_MAX_TINY_PARAMETERS = 4_000_000
+
+
+def tiny_any_config(model_type: str):
+    """A small config of any model type, from its own config class: shared fields shrunk, the rest default.
+
+    Per-layer lists (`layer_types` and the like) keep the family's own pattern, cut to the
+    tiny depth. A family whose defaults stay large after that is refused (see
+    `check_tiny_size`), never built.
+    """
+    from transformers import AutoConfig
+
+    default = AutoConfig.for_model(model_type)
+    text_name = next((n for n in ("text_config",) if getattr(default, n, None) is not None), None)
+    target = getattr(default, text_name) if text_name else default
+    fields = vars(target)
+    values = {k: v for k, v in _TINY_ANY.items() if k in fields}
+    if "qk_rope_head_dim" in fields and "qk_nope_head_dim" in fields:
+        values.pop("head_dim", None)  # MLA derives its head sizes from the rope / no-rope split
+    depth = fields.get("num_hidden_layers", -1)
+    pattern = fields.get("layer_types")
+    settable = not isinstance(getattr(type(target), "layer_types", None), property)
+    if isinstance(pattern, list) and pattern and settable:
+        firsts = [pattern.index(kind) for kind in dict.fromkeys(pattern)]
+        values["num_hidden_layers"] = max(values.get("num_hidden_layers", 3), min(8, max(firsts) + 1))
+        values["layer_types"] = pattern[: values["num_hidden_layers"]]
+    for key, value in fields.items():
+        if isinstance(value, list) and len(value) == depth and key not in values and key != "layer_types":
+            values[key] = None
+    if text_name:
+        return AutoConfig.for_model(model_type, **{text_name: {**target.to_dict(), **values}})
+    return AutoConfig.for_model(model_type, **values)
+
+
+def check_tiny_size(config: Any) -> int:
+    """The parameter count of `config`'s model, counted on the meta device; refuses oversized ones."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    count = sum(p.numel() for p in model.parameters())
+    if count > _MAX_TINY_PARAMETERS:
+        raise UsageError(f"{config.model_type}: a tiny instance still has {count:,} parameters (defaults the shared fields do not shrink)")
+    return count
+
+
+def tiny_any_model(model_type: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A tiny seeded instance of any model type (see `tiny_any_config`), real transformers modeling code."""
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(model_type) if model_type in TINY_CONFIGS else tiny_any_config(model_type)
+    check_tiny_size(config)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return randomize_(model, seed).eval()
+
+
 def randomize_(model: nn.Module, seed: int, std: float = 0.2) -> nn.Module:
     """Give every parameter seeded, non-trivial values (norms away from 1, router spread).
 

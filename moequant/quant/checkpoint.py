@@ -84,6 +84,12 @@ class _LayerExport:
         routing = {t.address for t in targets.routing()}
         self.routing_spans = [_span(v) for t in targets.routing() for v in t.views()]
         self.quantized = [t for t in targets.all() if t.address not in routing]
+        strided = [t.address for t in self.quantized if not all(v.is_contiguous() for v in t.views())]
+        if strided:
+            raise UsageError(
+                f"{strided[0]} is stored transposed or interleaved; compressed-tensors pack-quantized holds "
+                "row-major [out, in] weights, so this family is quantized in memory but not exported"
+            )
         absent = [t.address for t in self.quantized if t.address not in result.weights]
         if absent:
             raise UsageError(f"{absent[0]} was not quantized; a pack-quantized checkpoint needs every decoder linear")
@@ -121,6 +127,11 @@ class _LayerExport:
         out: dict[str, torch.Tensor] = {}
         hub_scales = revert_names(self.model, scales)
         for name, code in revert_names(self.model, codes).items():
+            if code.dim() != 2:
+                raise UsageError(
+                    f"{name} keeps its experts fused in the Hub format ({list(code.shape)}); compressed-tensors "
+                    "pack-quantized needs one [out, in] linear per expert, so this family is quantized in memory but not exported"
+                )
             module = name.removesuffix(".weight")
             out[f"{module}.weight_packed"] = pack(code, self.bits)
             out[f"{module}.weight_scale"] = hub_scales[name].contiguous()

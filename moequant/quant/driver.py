@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from moequant.models import DecoderLayer, ModelAdapter, adapt
-from moequant.progress import each
+from moequant.progress import each, say
 from moequant.quant.config import QuantConfig
 from moequant.quant.hessian import check_finite_activations
 from moequant.quant.report import QuantResult
@@ -95,25 +95,50 @@ def check_groupsize(adapter: ModelAdapter, config: QuantConfig) -> None:
         config.check_in_features(target.in_features, address)
 
 
+def layer_kinds(adapter: ModelAdapter) -> list[str | None]:
+    """Each decoder layer's attention kind (`layer_types`): layers of different kinds get different masks."""
+    config = adapter.model.config
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    kinds = getattr(config, "layer_types", None)
+    if not isinstance(kinds, list) or len(kinds) != len(adapter.layers):
+        return [None] * len(adapter.layers)
+    return list(kinds)
+
+
 @torch.no_grad()
-def capture_layer_inputs(
+def capture_inputs_by_kind(
     adapter: ModelAdapter, calib: torch.Tensor, batch_size: int, device: torch.device
-) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
-    """Hidden states and keyword arguments the model hands its first decoder layer, per micro-batch."""
+) -> tuple[list[torch.Tensor], list[dict[str | None, dict[str, Any]]]]:
+    """Layer-0 hidden states per micro-batch, and the keyword arguments the model hands a layer of each kind.
+
+    Sliding-window and full-attention layers receive different masks, so the arguments are
+    recorded at the first layer of every kind (the forward runs on to the last of those).
+    """
     layers = adapter.decoder_layers
+    kinds = layer_kinds(adapter)
+    firsts = {kind: kinds.index(kind) for kind in dict.fromkeys(kinds)}
     top = _outside(adapter.model, layers)
     originals = [_device_of(m) for m in top]
     for module in top:
         module.to(device)
-    inputs, kwargs_list = [], []
+    inputs: list[torch.Tensor] = []
+    by_kind: list[dict[str | None, dict[str, Any]]] = []
 
-    def hook(_module, args, kwargs):
-        hidden = args[0] if args else kwargs.pop("hidden_states")
-        inputs.append(hidden)
-        kwargs_list.append({k: v for k, v in kwargs.items() if k != "hidden_states"})
-        raise _Stop
+    def hook(_module, args, kwargs, kind=None, first=False):
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        if first:
+            inputs.append(hidden)
+            by_kind.append({})
+        by_kind[-1][kind] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        if len(by_kind[-1]) == len(firsts):
+            raise _Stop
 
-    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    handles = [
+        layers[index].register_forward_pre_hook(
+            lambda m, a, kw, kind=kind, first=index == 0: hook(m, a, kw, kind, first), with_kwargs=True
+        )
+        for kind, index in firsts.items()
+    ]
     try:
         for start in range(0, calib.shape[0], batch_size):
             try:
@@ -121,10 +146,20 @@ def capture_layer_inputs(
             except _Stop:
                 pass
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         for module, original in zip(top, originals):
             module.to(original)
-    return inputs, kwargs_list
+    return inputs, by_kind
+
+
+def capture_layer_inputs(
+    adapter: ModelAdapter, calib: torch.Tensor, batch_size: int, device: torch.device
+) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    """Hidden states and keyword arguments the model hands its first decoder layer, per micro-batch."""
+    inputs, by_kind = capture_inputs_by_kind(adapter, calib, batch_size, device)
+    kind = layer_kinds(adapter)[0]
+    return inputs, [entry[kind] for entry in by_kind]
 
 
 def _outside(root: nn.Module, layers: nn.Module) -> list[nn.Module]:
@@ -158,12 +193,18 @@ def stream_quantize(
     """Quantize `model` in place layer by layer with `quantize_layer`; returns codes and report."""
     adapter = adapt(model)
     check_groupsize(adapter, config)
+    unknown = sorted({name for layer in adapter.layers for name in layer.attention.other})
+    if unknown:
+        plain = sum(1 for layer in adapter.layers if layer.attention.other)
+        say("quantize", f"{plain} layers have token-mixer linears of unknown role, quantized with plain GPTQ: {', '.join(unknown)}")
     device = resolve_device(config.device)
     result = QuantResult()
-    inputs, kwargs = capture_layer_inputs(adapter, calib, config.batch_size, device)
+    inputs, by_kind = capture_inputs_by_kind(adapter, calib, config.batch_size, device)
+    kinds = layer_kinds(adapter)
     for layer in layer_progress(adapter.layers, f"quantize {config.algo} w{config.wbits}", result):
         home = _device_of(layer.module)
         layer.module.to(device)
+        kwargs = [entry[kinds[layer.index]] for entry in by_kind]
         ctx = LayerContext(layer, LayerTargets.of(layer, config.quantize_router), config, device, result, inputs, kwargs)
         quantize_layer(ctx)
         inputs = ctx.outputs()

@@ -72,9 +72,13 @@ class LayerTargets:
         return linear_target(self.layer.index, self.names[id(module)], module.weight.data)
 
     def attention(self) -> list[list[Target]]:
-        """Attention linears in the order their inputs become final: readers, inner, writers."""
+        """Token-mixer linears in the order their inputs become final: readers, inner, unknown roles, writers.
+
+        Linears of unknown role (linear attention, Mamba, gates, indexers) are one plain-GPTQ
+        stage: each gets its own Hessian from the inputs it receives in the layer's forward.
+        """
         attn = self.layer.attention
-        groups = [attn.readers, attn.inner, attn.writers]
+        groups = [attn.readers, attn.inner, attn.other, attn.writers]
         return [[self.linear(m) for m in group.values()] for group in groups if group]
 
     def routing(self) -> list[Target]:

@@ -114,6 +114,9 @@ def rotate_model(model: nn.Module, config: RotationConfig | None = None) -> dict
         for writer in layer_residual_writers(layer):
             rotation.rotate_writer(writer)
             writers += 1
+        if layer.is_moe and layer.mlp.experts.bias("down") is not None:
+            # biased experts (gpt-oss) add b_e to the residual too: b_e ← b_e·Q
+            transform_rows(layer.mlp.experts.bias("down"), rotation.right)
     readers += rotation.fold_and_rotate(final_norm_readers(adapter))
     norms += 1
     report: dict[str, object] = {

@@ -1,0 +1,50 @@
+"""Every MoE model type of the installed transformers, built tiny and run through every stage."""
+
+from __future__ import annotations
+
+import pytest
+
+from moequant.coverage import STAGES, check_family, moe_model_types
+
+QUANTIZE = ("rtn", "gptq", "agq")
+REQUIRED_QUANTIZING = ("qwen3_5_moe", "deepseek_v3", "glm4_moe", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe")
+REQUIRED_ROTATING = ("deepseek_v2", "deepseek_v3", "glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+
+
+@pytest.fixture(scope="module")
+def reports():
+    return {t: check_family(t) for t in moe_model_types()}
+
+
+@pytest.mark.slow
+def test_families_quantize_and_rotate_at_scale(reports):
+    quantizing = [t for t, r in reports.items() if all(r.passed(s) for s in QUANTIZE)]
+    rotating = [t for t, r in reports.items() if r.passed("rotate")]
+    print(f"{len(reports)} MoE model types; quantizing {len(quantizing)}: {quantizing}; rotating {len(rotating)}: {rotating}")
+    assert len(quantizing) >= 25 and len(rotating) >= 15
+    for model_type in REQUIRED_QUANTIZING:
+        assert all(reports[model_type].passed(s) for s in (*QUANTIZE, "sigma", "ebss")), reports[model_type].outcomes
+    for model_type in REQUIRED_ROTATING:
+        assert reports[model_type].passed("rotate"), reports[model_type].outcomes
+
+
+@pytest.mark.slow
+def test_every_outcome_is_one_line_with_a_reason(reports):
+    for report in reports.values():
+        assert set(report.outcomes) <= set(STAGES)
+        for outcome in report.outcomes.values():
+            assert outcome.status in ("pass", "refused", "failed")
+            assert "\n" not in outcome.detail and (outcome.status == "pass") == (outcome.detail == "")
+
+
+def test_a_family_whose_norms_cannot_absorb_a_fold_is_refused_rotation():
+    report = check_family("phimoe")
+    assert all(report.passed(s) for s in QUANTIZE)
+    assert report.outcomes["rotate"].status == "refused" and "LayerNorm" in report.outcomes["rotate"].detail
+
+
+def test_a_hybrid_linear_attention_family_quantizes_its_mixer_with_plain_gptq(capfd):
+    report = check_family("qwen3_next")
+    assert all(report.passed(s) for s in QUANTIZE), report.outcomes
+    assert "plain GPTQ" in capfd.readouterr().err
+    assert report.outcomes["rotate"].status == "refused" and "linear_attn" in report.outcomes["rotate"].detail
