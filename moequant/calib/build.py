@@ -21,6 +21,7 @@ from moequant.calib.config import CalibConfig
 from moequant.calib.ebss import ebss_generate, first_tokens
 from moequant.calib.measure import measure
 from moequant.calib.records import CalibrationRecord, tokenizer_fingerprint, write_calibration
+from moequant.calib.repetition import repetition_summary
 from moequant.calib.vocab import tokenizer_allowed_mask
 from moequant.calib.windows import text_windows
 from moequant.corpora import load_hub_documents, read_text_file
@@ -97,6 +98,7 @@ def build_calibration(
         "sample_sigma_mean": float(sample_sigma.mean()),
         "mean_logprob": set_logprob,
         "perplexity": math.exp(-set_logprob),
+        "repetition": repetition_summary(input_ids.tolist()),
         "seconds": seconds,
         "tokens_per_second": config.nsamples * config.seqlen / seconds if seconds > 0 else None,
         "inputs": _input_hashes(config),

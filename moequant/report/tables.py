@@ -14,6 +14,10 @@ from moequant.report.layout import ResultsLayout
 from moequant.report.spec import ReportSpec, TableSpec
 
 MISSING = "–"
+DISTINCT = "distinct-4"
+"""Distinct 4-grams over all 4-grams of the calibration set (1 = no repetition)."""
+REPEAT = "rep. span"
+"""Mean, over samples, of the longest token span a sample repeats."""
 
 
 def ppl_column(dataset: str) -> str:
@@ -33,7 +37,11 @@ def build_table(spec: ReportSpec, table: TableSpec, layout: ResultsLayout) -> pd
             if table.sigma:
                 calib = spec.methods[method].calibration
                 row["Calib"] = spec.calibration.get(calib, calib) if calib else MISSING
-                row["σ"] = layout.calibration(model, calib).get("sigma", math.nan) if calib else math.nan
+                summary = layout.calibration(model, calib) if calib else {}
+                repetition = summary.get("repetition", {})
+                row["σ"] = summary.get("sigma", math.nan)
+                row[DISTINCT] = repetition.get("distinct_ratio_set", math.nan)
+                row[REPEAT] = repetition.get("longest_repeat_mean", math.nan)
             for dataset in table.ppl:
                 row[ppl_column(dataset)] = layout.ppl(model, method, bits, dataset).get("ppl", math.nan)
             for dataset in table.kl:
@@ -54,6 +62,10 @@ def _format(column: str, value: object) -> str:
         return MISSING
     if column == "σ":
         return f"{value:.4f}"
+    if column == DISTINCT:
+        return f"{value:.3f}"
+    if column == REPEAT:
+        return f"{value:.1f}"
     if column.startswith("KL "):
         return f"{value:.4f}"
     return f"{value:.2f}"

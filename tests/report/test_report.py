@@ -60,7 +60,7 @@ def test_table_values_in_the_papers_layout(results, tmp_path):
     out = tmp_path / "tables"
     build_report(results, out, _spec(kl=["wiki"], sigma=True))
     frame = pd.read_csv(out / "t4.csv")
-    assert list(frame.columns) == ["Model", "Method", "Calib", "σ", "wiki", "KL wiki", "boolq", "gsm8k", "AVG"]
+    assert list(frame.columns) == ["Model", "Method", "Calib", "σ", "distinct-4", "rep. span", "wiki", "KL wiki", "boolq", "gsm8k", "AVG"]
     assert list(frame["Method"]) == ["FP", "RTN", "MoEQuant++"]
     fp, rtn, mq = frame.to_dict("records")
     assert fp["wiki"] == 10.0 and rtn["wiki"] == 12.0 and mq["wiki"] == 11.0
