@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import time
-from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from moequant.artifacts import write_json
 from moequant.commands.eval_ppl import add_model_arguments
 
 if TYPE_CHECKING:
-    from moequant.commands.eval_ppl import LoadedModels
     from moequant.eval.config import TaskConfig
-    from moequant.eval.lm_eval_bridge import PreparedTasks
 
 NAME = "eval-tasks"
 HELP = "lm-eval tasks on a model, checkpoint or Hub id: T1,T2 | paper7 | demo (with --include-path)."
@@ -54,38 +49,14 @@ def task_config(args: argparse.Namespace) -> TaskConfig:
     )
 
 
-def evaluate_and_write(
-    args: argparse.Namespace, out: str, config: TaskConfig, prepared: PreparedTasks, loaded: LoadedModels
-) -> None:
-    """Run the prepared tasks on the loaded model and write `out` with its provenance."""
-    import lm_eval
-
-    from moequant.eval.lm_eval_bridge import run_tasks
-    from moequant.eval.provenance import model_provenance, run_metadata
-
-    started = time.perf_counter()
-    evaluated = run_tasks(loaded.model, loaded.tokenizer, prepared, config)
-    write_json(
-        out,
-        {
-            **evaluated,
-            "model": model_provenance(args.model),
-            "config": asdict(config),
-            "lm_eval_version": getattr(lm_eval, "__version__", None),
-            **run_metadata(loaded.device, loaded.dtype, loaded.seconds + time.perf_counter() - started),
-        },
-    )
-    shown = ", ".join(f"{name} {value:.4f}" for name, value in evaluated["summary"].items())
-    avg = f"; avg {evaluated['avg']:.4f}" if evaluated["avg"] is not None else ""
-    print(f"{shown}{avg} -> {out}")
-
-
 def run(args: argparse.Namespace) -> int:
-    from moequant.commands.eval_ppl import load_models, placement
+    from moequant.commands.eval_ppl import model_choice, placement
     from moequant.eval.lm_eval_bridge import prepare_tasks
+    from moequant.eval.session import evaluate_and_write, load_models
 
     where = placement(args)
     config = task_config(args)
     prepared = prepare_tasks(config)
-    evaluate_and_write(args, args.out, config, prepared, load_models(args, where))
+    choice = model_choice(args)
+    evaluate_and_write(args.out, config, prepared, load_models(choice, where), choice)
     return 0

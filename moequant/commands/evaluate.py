@@ -10,15 +10,8 @@ import argparse
 import contextlib
 from collections.abc import Iterator
 
-from moequant.commands.eval_ppl import (
-    add_model_arguments,
-    add_ppl_arguments,
-    load_models,
-    measure_and_write,
-    placement,
-    plan_perplexity,
-)
-from moequant.commands.eval_tasks import add_task_arguments, evaluate_and_write, task_config
+from moequant.commands.eval_ppl import add_model_arguments, add_ppl_arguments, model_choice, placement, plan
+from moequant.commands.eval_tasks import add_task_arguments, task_config
 from moequant.errors import UsageError
 
 NAME = "evaluate"
@@ -45,20 +38,18 @@ def _part(name: str) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from moequant.eval.lm_eval_bridge import prepare_tasks
+    from moequant.eval.session import evaluate_and_write, load_models, measure_and_write
 
-    where = placement(args, args.reference_device)
+    where = placement(args)
     with _part("lm-eval tasks"):
         config = task_config(args)
     prepared = prepare_tasks(config)
     with _part("perplexity"):
-        plan = plan_perplexity(args, args.ppl_out, out_flag="--ppl-out")
-    loaded = load_models(args, where, args.reference)
-    measure_and_write(args, plan, loaded)
-    loaded.reference = None
-    if where.reference_device.type == "cuda":
-        torch.cuda.empty_cache()
-    evaluate_and_write(args, args.tasks_out, config, prepared, loaded)
+        ppl_plan = plan(args, args.ppl_out, out_flag="--ppl-out")
+    choice = model_choice(args)
+    loaded = load_models(choice, where)
+    measure_and_write(ppl_plan, loaded, choice, progress=not args.no_progress)
+    loaded.drop_reference()
+    evaluate_and_write(args.tasks_out, config, prepared, loaded, choice)
     return 0
