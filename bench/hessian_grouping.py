@@ -46,7 +46,7 @@ def variants(x: torch.Tensor, ids: torch.Tensor, coeffs: torch.Tensor, experts: 
         stack = HessianStack(experts, x.shape[-1], dtype, x.device)
         groups = MemberGroups.of(ids, experts)
         c = coeffs[groups.token, groups.slot].float()
-        stack.add_grouped(x[groups.token], groups, c, c)
+        stack.add_grouped(x, groups, c, c)
         return stack.H
 
     def padded() -> torch.Tensor:

@@ -39,6 +39,11 @@ class MemberGroups:
         order = order[: sum(sizes)]
         return cls(order // ids.shape[-1], order % ids.shape[-1], flat[order], sizes)
 
+    def laid_out(self) -> MemberGroups:
+        """The same groups over rows already in group order (row i is pair i), such as the
+        per-member outputs of the grouped tokens."""
+        return MemberGroups(torch.arange(len(self.token), device=self.token.device), self.slot, self.member, self.sizes)
+
 
 class HessianStack:
     def __init__(self, members: int, dim: int, dtype: torch.dtype, device: torch.device) -> None:
@@ -70,21 +75,24 @@ class HessianStack:
     def add_grouped(
         self, x: torch.Tensor, groups: MemberGroups, weight: torch.Tensor | None = None, coeff: torch.Tensor | None = None
     ) -> None:
-        """`add` for every member at once: rows `x` [N, dim] sorted as `groups` sorts them.
+        """`add` for every member at once: member m's rows are `x[groups.token]` over m's slice.
 
-        Each member's rows are one contiguous slice, accumulated with the very `addmm_` that
-        `add` issues, so H is bit for bit the per-member loop's; what is gone is the per-member
-        search for its tokens, the per-member gather and the host sync per member (token and
-        mass counts are bookkept for all members in one step). A padded batched matmul or a
-        grouped matmul would drop the remaining Python step per member but changes how the
-        sums are blocked, hence their rounding (bench/hessian_grouping.py measures both).
+        `weight` and `coeff` are per pair, in the groups' order. Each member's rows are gathered
+        and accumulated with the very `addmm_` that `add` issues, right after the gather while
+        they are in cache, so H is bit for bit the per-member loop's; what is gone is the
+        per-member search for its tokens and the host sync per member (token and mass counts
+        are bookkept for all members in one step). A padded batched matmul or a grouped matmul
+        would drop the remaining Python step per member but changes how the sums are
+        blocked, hence their rounding (bench/hessian_grouping.py measures both).
         """
-        x = x.reshape(-1, x.shape[-1]).to(self.H.dtype)
-        weighted = x if weight is None else x * weight.reshape(-1, 1).to(self.H.dtype)
+        x = x.reshape(-1, x.shape[-1])
+        weight = None if weight is None else weight.reshape(-1, 1).to(self.H.dtype)
         start = 0
         for member, size in enumerate(groups.sizes):
             if size:
-                self.H[member].addmm_(weighted[start : start + size].t(), x[start : start + size])
+                rows = x[groups.token[start : start + size]].to(self.H.dtype)
+                weighted = rows if weight is None else rows * weight[start : start + size]
+                self.H[member].addmm_(weighted.t(), rows)
             start += size
         sizes = torch.tensor(groups.sizes)
         self.tokens += sizes

@@ -181,11 +181,12 @@ class GPTQLayer:
                 groups = MemberGroups.of(ids, bank.num_experts)
                 routes[id(x)] = groups, coeffs[groups.token, groups.slot].float()
             groups, c = routes[id(x)]
-            inputs = x[groups.token]
+            inputs = x
             if not reads_x:
-                parts = inputs.split(groups.sizes)
+                parts = x[groups.token].split(groups.sizes)
                 inputs = torch.cat([bank.intermediate(expert, part) for expert, part in enumerate(parts)])
                 check_finite_activations(inputs, ctx.where("experts.down"))
+                groups = groups.laid_out()
             for mode in set(modes.values()):
                 key = ("experts", mode)
                 if key not in hessians:

@@ -41,10 +41,12 @@ def test_groups_list_each_members_pairs_in_where_order():
 def test_grouped_accumulation_equals_the_per_member_loop_bit_for_bit(dtype, weighting):
     x, ids, coeffs = routed_tokens()
     stack = HessianStack(8, x.shape[-1], dtype, torch.device("cpu"))
-    for _ in range(2):  # a second micro-batch accumulates on top of the first, as `add` does
-        groups = MemberGroups.of(ids, 8)
-        c = coeffs[groups.token, groups.slot].float()
-        stack.add_grouped(x[groups.token], groups, None if weighting is None else c if weighting == "c" else c * c, c)
+    groups = MemberGroups.of(ids, 8)
+    c = coeffs[groups.token, groups.slot].float()
+    weight = None if weighting is None else c if weighting == "c" else c * c
+    stack.add_grouped(x, groups, weight, c)
+    # a second micro-batch accumulates on top of the first, as `add` does; its rows already laid out by group
+    stack.add_grouped(x[groups.token], groups.laid_out(), weight, c)
     twice = reference_stack(x, ids, coeffs, 8, dtype, weighting)
     for member in range(8):
         token, slot = torch.where(ids == member)
