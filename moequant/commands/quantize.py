@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agq-projections", default="gate,up,down",
                         help="expert projections whose Hessian AGQ weights (e.g. up,down = gate off)")
     parser.add_argument("--min-tokens", type=int, default=1, help="experts with fewer routed tokens fall back to RTN")
+    parser.add_argument("--all-experts", action="store_true",
+                        help="GPTQ/AGQ: every calibration token enters every expert's Hessian (outputs stay routed)")
     parser.add_argument("--hessian-dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--batch-size", type=int, default=16, help="calibration samples per forward")
     parser.add_argument("--dtype", default="float32", help="dtype to load and quantize the model in")
@@ -127,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         agq_projections=tuple(p for p in args.agq_projections.split(",") if p),
         quantize_router=args.quantize_router,
         min_tokens=args.min_tokens,
+        all_experts=args.all_experts,
         hessian_dtype=args.hessian_dtype,
         batch_size=args.batch_size,
         device=args.device,

@@ -214,25 +214,42 @@ class Router:
 
     def route(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(top-k expert ids [T, k], coefficients [T, k]) for tokens `hidden` [..., H]."""
+        ids, coeffs, _ = self._route(hidden, scores=False)
+        return ids, coeffs
+
+    def route_with_scores(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`route` plus the router's raw scores [T, E] from the same call (`logits`)."""
+        ids, coeffs, scores = self._route(hidden, scores=True)
+        assert scores is not None
+        return ids, coeffs, scores
+
+    def _route(self, hidden: torch.Tensor, scores: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         x = hidden.reshape(-1, hidden.shape[-1])
         if self.parse is not None:
-            return self.parse(self.module(x))
+            output = self.module(x)
+            ids, coeffs = self.parse(output)
+            return ids, coeffs, self.logits(output).reshape(x.shape[0], -1) if scores else None
         found: list[tuple[torch.Tensor, torch.Tensor]] = []
+        raw: list[torch.Tensor] = []
 
-        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        def on_experts(_module: nn.Module, args: tuple, kwargs: dict) -> None:
             found.append(routing_arguments(args, kwargs))
             raise _Routed
 
-        handle = self.experts_module.register_forward_pre_hook(hook, with_kwargs=True)
+        handles = [self.experts_module.register_forward_pre_hook(on_experts, with_kwargs=True)]
+        if scores:
+            handles.append(self.module.register_forward_hook(lambda _m, _i, output: raw.append(self.logits(output))))
         try:
             self.block(x[None])
         except _Routed:
             pass
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
         if not found:
             raise RuntimeError(f"{type(self.block).__name__} never called its experts")
-        return found[0]
+        ids, coeffs = found[0]
+        return ids, coeffs, raw[0].reshape(x.shape[0], -1) if scores else None
 
 
 @dataclass

@@ -35,6 +35,9 @@ class QuantConfig:
     agq_projections: tuple[str, ...] = PROJECTIONS
     quantize_router: bool = True
     min_tokens: int = 1
+    all_experts: bool = False
+    """GPTQ/AGQ: every calibration token enters every expert's Hessian (the peers' remedy for
+    starved experts), while each layer's output still comes from the routed experts only."""
     hessian_dtype: str = "float32"
     batch_size: int = 16
     expert_chunk: int = 0
@@ -65,6 +68,7 @@ class QuantConfig:
         require(self.agq_weight in AGQ_WEIGHTS, f"agq_weight must be one of {AGQ_WEIGHTS}, got {self.agq_weight!r}")
         unknown = [p for p in self.agq_projections if p not in PROJECTIONS]
         require(not unknown, f"agq_projections {unknown} not allowed; choose from {PROJECTIONS}")
+        require(isinstance(self.all_experts, bool), f"all_experts must be true or false, got {self.all_experts!r}")
         require(self.min_tokens >= 0, f"min_tokens must be non-negative, got {self.min_tokens!r}")
         require(
             self.hessian_dtype in HESSIAN_DTYPES,

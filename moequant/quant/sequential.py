@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 
+from moequant.errors import UsageError
 from moequant.models import DenseMLP, MoEBlock
 from moequant.quant.config import QuantConfig
 from moequant.quant.driver import LayerContext, stream_quantize
@@ -177,7 +178,7 @@ class GPTQLayer:
             # The router is final before the expert stages, so gate/up and down see the same
             # routing of the same tokens: route and sort each micro-batch once for both.
             if id(x) not in routes:
-                ids, coeffs = mlp.router.route(x)
+                ids, coeffs = all_experts_routing(mlp, x) if ctx.config.all_experts else mlp.router.route(x)
                 groups = MemberGroups.of(ids, bank.num_experts)
                 routes[id(x)] = groups, coeffs[groups.token, groups.slot].float()
             groups, c = routes[id(x)]
@@ -212,6 +213,24 @@ class GPTQLayer:
                 group = tuple(p for p in projections if shared_modes[p] == mode)
                 key = ("shared", 0 if reads_x else index, mode)
                 solve_targets(ctx, ctx.targets.dense(shared, group), hessians[key])
+
+
+def all_experts_routing(mlp: MoEBlock, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every token to every expert ([T, E] ids and coefficients), for the Hessians only.
+
+    A routed pair keeps the coefficient the model gives it; an unrouted pair gets the router's
+    softmax probability for that expert, so AGQ weighs a token an expert never sees by how
+    close the router came to choosing it (sigmoid-scored routers included: their raw scores
+    are ranked the same way).
+    """
+    try:
+        ids, coeffs, scores = mlp.router.route_with_scores(x)
+    except NotImplementedError as err:
+        raise UsageError(f"--all-experts needs the router's raw scores: {err}") from None
+    dense = torch.softmax(scores.float(), dim=-1)
+    dense.scatter_(1, ids.long(), coeffs.float())
+    every = torch.arange(dense.shape[1], device=dense.device).expand_as(dense)
+    return every, dense
 
 
 def _weights(c: torch.Tensor, mode: Weighting) -> torch.Tensor | None:

@@ -193,3 +193,39 @@ def test_config_rejects_bad_values(field, value, message):
 
 def test_moe_block_type_is_what_the_stages_expect(make_tiny):
     assert isinstance(adapt(make_tiny("deepseek_remote")).moe_layers[0].mlp, MoEBlock)
+
+
+def test_all_experts_feeds_every_token_to_every_expert_hessian(make_tiny):
+    """The peers' remedy for starved experts: even an expert the router never picks gets a full Hessian."""
+    model = make_tiny("deepseek_v3")
+    adapter = adapt(model)
+    for layer in adapter.moe_layers:
+        layer.mlp.router.module.e_score_correction_bias[3] = -1e4
+    calib = calib_ids(4, 16)
+    result = get("agq").quantize(model, calib, QuantConfig(algo="agq", wbits=3, batch_size=4, all_experts=True))
+    expert_rows = [r for r in result.rows if r.expert is not None]
+    assert expert_rows and not any(r.fallback for r in expert_rows)
+    assert {r.tokens for r in expert_rows} == {calib.numel()}
+    with capture_routing(adapter) as records, torch.no_grad():
+        routed_logits = model(calib).logits
+    assert torch.isfinite(routed_logits).all()
+    assert all(3 not in ids for layer in records.values() for ids, _ in layer), "outputs must stay routed"
+
+
+def test_all_experts_coefficients_keep_routed_ones_and_use_router_probabilities_elsewhere(make_tiny):
+    from moequant.quant.sequential import all_experts_routing
+
+    block = adapt(make_tiny("mixtral")).moe_layers[0].mlp
+    x = torch.randn(6, block.experts.hidden_size)
+    ids, coeffs, scores = block.router.route_with_scores(x)
+    every, dense = all_experts_routing(block, x)
+    assert every.shape == dense.shape == (6, block.experts.num_experts)
+    torch.testing.assert_close(dense.gather(1, ids), coeffs.float())
+    unrouted = torch.ones_like(dense, dtype=torch.bool).scatter_(1, ids, False)
+    torch.testing.assert_close(dense[unrouted], torch.softmax(scores.float(), -1)[unrouted])
+
+
+def test_all_experts_refuses_a_router_without_raw_scores(make_tiny):
+    model = make_tiny("deepseek_remote")
+    with pytest.raises(UsageError, match="raw scores"):
+        get("gptq").quantize(model, calib_ids(2, 8), QuantConfig(algo="gptq", batch_size=2, all_experts=True))
