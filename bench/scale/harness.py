@@ -31,7 +31,7 @@ from moequant.quant.config import QuantConfig
 from moequant.quant.driver import LayerContext, capture_layer_inputs, stream_quantize
 from moequant.quant.gptq import auto_chunk, gptq_solve
 from moequant.quant.grid import clip_shrinks, fit_grid
-from moequant.quant.hessian import HessianStack
+from moequant.quant.hessian import HessianStack, MemberGroups
 from moequant.quant.sequential import GPTQLayer
 from moequant.rotation.rotate import rotate_model
 
@@ -77,7 +77,7 @@ def instrumented(costs: dict[int, LayerCost], current: list[int], device: torch.
     """
     original_add, original_add_grouped = HessianStack.add, HessianStack.add_grouped
 
-    def timed(self: HessianStack, x: torch.Tensor, accumulate: Any) -> None:
+    def timed(self: HessianStack, tokens: int, dim: int, accumulate: Any) -> None:
         cost = costs[current[0]]
         if id(self) not in cost.stacks:
             cost.stacks.add(id(self))
@@ -87,14 +87,14 @@ def instrumented(costs: dict[int, LayerCost], current: list[int], device: torch.
         accumulate()
         sync(device)
         cost.hessian_s += now() - start
-        tokens = x.numel() // x.shape[-1]
-        cost.hessian_flops += hessian_add_flops(tokens, x.shape[-1])
+        cost.hessian_flops += hessian_add_flops(tokens, dim)
 
     def add(self: HessianStack, member: int, x: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        timed(self, x, lambda: original_add(self, member, x, *args, **kwargs))
+        timed(self, x.numel() // x.shape[-1], x.shape[-1], lambda: original_add(self, member, x, *args, **kwargs))
 
-    def add_grouped(self: HessianStack, x: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        timed(self, x, lambda: original_add_grouped(self, x, *args, **kwargs))
+    def add_grouped(self: HessianStack, x: torch.Tensor, groups: MemberGroups, *args: Any, **kwargs: Any) -> None:
+        """Counted per routed pair: member m accumulates x[groups.token] over its slice."""
+        timed(self, sum(groups.sizes), x.shape[-1], lambda: original_add_grouped(self, x, groups, *args, **kwargs))
 
     def solve(W: torch.Tensor, H: torch.Tensor, *args: Any, **kwargs: Any):
         cost = costs[current[0]]
@@ -102,7 +102,7 @@ def instrumented(costs: dict[int, LayerCost], current: list[int], device: torch.
         starved = kwargs.get("starved")
         solved = members - (int(starved.sum()) if starved is not None else 0)
         chunk = kwargs.get("chunk") or auto_chunk(rows, cols, H.element_size())
-        working = min(chunk, members) * (4 * cols * cols + 6 * rows * cols) * H.element_size()
+        working = min(chunk, members) * (4 * cols * cols + 7 * rows * cols) * H.element_size()
         cost.solver_bytes = max(cost.solver_bytes, working + W.numel() * H.element_size())
         sync(device)
         start = now()

@@ -96,7 +96,9 @@ class _Decoder:
         self.cache.reorder_cache(rows.to(self.device))
 
 
-def _backtrack(first: torch.Tensor, chosen: list[torch.Tensor], parents: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+def _backtrack(
+    first: torch.Tensor, chosen: list[torch.Tensor], parents: list[torch.Tensor], rows: torch.Tensor
+) -> torch.Tensor:
     """The token sequences [len(rows), 1 + steps] of beams `rows`, read back through the parent pointers."""
     tokens = torch.empty(len(rows), 1 + len(chosen), dtype=torch.long)
     for step in range(len(chosen) - 1, -1, -1):

@@ -35,10 +35,10 @@ class SolverResult:
 def auto_chunk(rows: int, cols: int, itemsize: int, budget: int = CHUNK_BUDGET_BYTES) -> int:
     """Members per chunk so that H, its factors and the working weights fit in `budget` bytes.
 
-    Weights count six times: the input, its column-major working copy, the codes (column-major,
-    then row-major), the last block update's product and the per-column grid of act-order.
+    Weights count seven times: the input, its column-major working copy, the codes (column-major,
+    then row-major), a block update's product and act-order's per-column scales and zeros.
     """
-    per_member = (4 * cols * cols + 6 * rows * cols) * itemsize
+    per_member = (4 * cols * cols + 7 * rows * cols) * itemsize
     return max(1, budget // per_member)
 
 
@@ -52,25 +52,25 @@ def _factor(H: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor, t
     have always read (the layout decides the BLAS call, hence the rounding).
     """
     members, cols = H.shape[0], H.shape[-1]
-    eye = torch.eye(cols, dtype=H.dtype, device=H.device)
     diagonal = H.diagonal(dim1=-2, dim2=-1)
     mean_diag = diagonal.mean(-1)
     undamped = diagonal.clone()
     H.add_(0.0)  # what adding the damping matrix does off the diagonal: −0 becomes +0
     factor = torch.full((members,), float(damp), dtype=H.dtype, device=H.device)
-    U = torch.zeros_like(H)
     ok = torch.zeros(members, dtype=torch.bool, device=H.device)
+    U = None
     for _ in range(CHOLESKY_ATTEMPTS):
         index = (~ok).nonzero().squeeze(1)
         diagonal.copy_(undamped).add_((factor * mean_diag)[:, None])
         damped = H if len(index) == members else H[index]
         L, info = torch.linalg.cholesky_ex(damped)
         if bool((info != 0).any()):
-            L = torch.where((info == 0)[:, None, None], L, eye)
+            L = torch.where((info == 0)[:, None, None], L, torch.eye(cols, dtype=H.dtype, device=H.device))
         U_todo, info_u = torch.linalg.cholesky_ex(torch.cholesky_inverse(L), upper=True)
         good = (info == 0) & (info_u == 0) & torch.isfinite(U_todo).flatten(1).all(-1)
         if bool(good.all()) and len(index) == members:
             return U_todo.contiguous(), factor, good
+        U = torch.zeros_like(H) if U is None else U
         U[index[good]] = U_todo[good]
         ok[index[good]] = True
         if bool(ok.all()):

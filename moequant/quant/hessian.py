@@ -15,6 +15,7 @@ import torch
 
 from moequant.errors import UsageError
 
+
 @dataclass(frozen=True)
 class MemberGroups:
     """The (token, slot) pairs routed to each member, sorted by member in one pass.
@@ -86,12 +87,12 @@ class HessianStack:
         blocked, hence their rounding (bench/hessian_grouping.py measures both).
         """
         x = x.reshape(-1, x.shape[-1])
-        weight = None if weight is None else weight.reshape(-1, 1).to(self.H.dtype)
+        scale = None if weight is None else weight.reshape(-1, 1).to(self.H.dtype)
         start = 0
         for member, size in enumerate(groups.sizes):
             if size:
                 rows = x[groups.token[start : start + size]].to(self.H.dtype)
-                weighted = rows if weight is None else rows * weight[start : start + size]
+                weighted = rows if scale is None else rows * scale[start : start + size]
                 self.H[member].addmm_(weighted.t(), rows)
             start += size
         sizes = torch.tensor(groups.sizes)

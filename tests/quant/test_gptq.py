@@ -153,3 +153,20 @@ def test_act_order_codes_equal_solving_the_permuted_problem():
         unpermuted = torch.empty_like(codes)
         unpermuted[:, :, perm] = codes
         assert torch.equal(result.weight.codes[member], unpermuted[0].to(torch.uint8))
+
+
+def test_members_needing_more_damping_get_the_reference_factor_of_their_final_damping():
+    """A retry re-damps only the failed members, from their undamped H (the first try's
+    damping is undone on the diagonal), so every member's codes are the reference's at the
+    damping it ended with."""
+    W, X, H = correlated_problem(members=3, rows=8, cols=32, seed=3)
+    singular = X[1, :3].transpose(0, 1) @ X[1, :3]
+    H = torch.stack([H[0], singular, H[2]])
+    spec = GridSpec(4)
+    result = gptq_solve(W, H, spec, damp=0.0, blocksize=16)
+    assert result.damp[0] == 0 and result.damp[2] == 0 and result.damp[1] > 0
+    for member in range(3):
+        damp = float(result.damp[member])
+        U = reference_upper_factor(H[member : member + 1], damp)
+        codes, _, _, _ = reference_column_loop(W[member : member + 1], U, spec, 16)
+        assert torch.equal(result.weight.codes[member], codes[0].to(torch.uint8))
