@@ -26,6 +26,7 @@ class Role:
     rotation: bool
     calibration: str  # "ebss" or "baseline"
     algorithm: str
+    all_experts: bool = False
 
 
 def _baseline_calibration(spec: ReportSpec) -> str | None:
@@ -36,6 +37,8 @@ def _baseline_calibration(spec: ReportSpec) -> str | None:
 
 def _matches(method: MethodInfo, role: Role, spec: ReportSpec, baseline: str | None) -> bool:
     if method.rotation != role.rotation or method.algorithm != role.algorithm or method.calibration is None:
+        return False
+    if method.all_experts != role.all_experts:
         return False
     if role.calibration == EBSS:
         return spec.calibration_sources.get(method.calibration) == EBSS
@@ -73,6 +76,11 @@ CLAIMS: list[tuple[str, Role, Role]] = [
     ("AGQ helps over GPTQ with the same data (single domain)", Role(True, "baseline", "agq"), Role(True, "baseline", "gptq")),
     ("Rotation helps GPTQ", Role(True, "baseline", "gptq"), Role(False, "baseline", "gptq")),
     ("MoEQuant++ beats QuaRot+GPTQ", Role(True, EBSS, "agq"), Role(True, "baseline", "gptq")),
+    (
+        "EBSS beats the peers' remedy (every token through every expert, single-domain data)",
+        Role(True, EBSS, "agq"),
+        Role(True, "baseline", "agq", all_experts=True),
+    ),
 ]
 
 

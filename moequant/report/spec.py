@@ -23,6 +23,7 @@ class MethodInfo:
     rotation: bool = False
     algorithm: str | None = None
     """What the method is, so the findings can tell its role (a discovered spec knows neither)."""
+    all_experts: bool = False
 
     @property
     def is_fp(self) -> bool:
@@ -97,6 +98,7 @@ def spec_from_dict(raw: dict[str, Any]) -> ReportSpec:
                 bits=[int(b) for b in entry.get("bits", [])],
                 rotation=bool(entry.get("rotation", False)),
                 algorithm=entry.get("algorithm"),
+                all_experts=bool((entry.get("options") or {}).get("all_experts", False)),
             )
             for name, entry in raw["methods"].items()
         }

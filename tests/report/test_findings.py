@@ -16,6 +16,10 @@ SPEC = {
         "quarot_ebss_gptq": {"label": "+EBSS", "rotation": True, "calibration": "ebss", "algorithm": "gptq", "bits": [3]},
         "quarot_agq": {"label": "+AGQ", "rotation": True, "calibration": "prose", "algorithm": "agq", "bits": [3]},
         "moequant++": {"label": "MoEQuant++", "rotation": True, "calibration": "ebss", "algorithm": "agq", "bits": [3]},
+        "all_experts": {
+            "label": "all experts", "rotation": True, "calibration": "prose", "algorithm": "agq", "bits": [3],
+            "options": {"act_order": True, "all_experts": True},
+        },
     },
     "calibration": {"ebss": {"label": "EBSS", "source": "ebss"}, "prose": {"label": "prose", "source": "text:p.txt"}},
     "tables": [],
@@ -42,11 +46,13 @@ def test_roles_are_found_by_rotation_calibration_source_and_algorithm() -> None:
     assert find(spec, Role(True, "ebss", "agq")) == "moequant++"
     assert find(spec, Role(True, "baseline", "gptq")) == "quarot_gptq"
     assert find(spec, Role(False, "baseline", "gptq")) == "gptq"
+    assert find(spec, Role(True, "baseline", "agq")) == "quarot_agq"
+    assert find(spec, Role(True, "baseline", "agq", all_experts=True)) == "all_experts"
 
 
 def test_verdicts_follow_the_numbers_both_ways() -> None:
     spec = spec_from_dict(SPEC)
-    paper_like = {"gptq": 0.05, "quarot_gptq": 0.04, "quarot_ebss_gptq": 0.035, "quarot_agq": 0.038, "moequant++": 0.03}
+    paper_like = {"gptq": 0.05, "quarot_gptq": 0.04, "quarot_ebss_gptq": 0.035, "quarot_agq": 0.038, "moequant++": 0.03, "all_experts": 0.037}
     verdicts = _verdicts(findings_markdown(spec, _results(paper_like, {"ebss": 0.01, "prose": 0.05})))
     assert set(verdicts.values()) == {"**reproduced**"}, verdicts
     inverted = {name: 0.1 - value for name, value in paper_like.items()}
