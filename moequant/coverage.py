@@ -144,7 +144,7 @@ def check_quantize(model: nn.Module, algo: str) -> None:
         try:
             loaded = load_quantized(out)
         except UsageError as err:
-            raise _Mismatch(f"stock transformers cannot load the written checkpoint ({err})") from None
+            raise _Mismatch(f"stock transformers cannot load the written checkpoint ({str(err).replace(str(out), 'it')})") from None
         got = loaded(probe, use_cache=False).logits
     if not torch.equal(expected, got):
         raise _Mismatch(f"reloaded logits differ by up to {float((expected - got).abs().max()):.3g}")

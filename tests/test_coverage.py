@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from moequant.coverage import STAGES, check_family, moe_model_types
@@ -48,3 +51,21 @@ def test_a_hybrid_linear_attention_family_quantizes_its_mixer_with_plain_gptq(ca
     assert all(report.passed(s) for s in QUANTIZE), report.outcomes
     assert "plain GPTQ" in capfd.readouterr().err
     assert report.outcomes["rotate"].status == "refused" and "linear_attn" in report.outcomes["rotate"].detail
+
+
+@pytest.mark.slow
+def test_the_docs_table_is_the_measured_one(reports):
+    """docs/families.md must be regenerated (`moequant families --out docs/families.md`) when outcomes change."""
+    import transformers
+
+    text = (Path(__file__).parents[1] / "docs" / "families.md").read_text()
+    version = re.search(r"MoE families of transformers (\S+):", text).group(1)
+    if version != transformers.__version__:
+        pytest.skip(f"docs/families.md is for transformers {version}, {transformers.__version__} is installed")
+    documented = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in reports:
+            documented[cells[0]] = [c.split(":")[0] for c in cells[1:]]
+    measured = {t: [r.outcomes[s].status if s in r.outcomes else "—" for s in STAGES] for t, r in reports.items()}
+    assert documented == measured
