@@ -10,7 +10,8 @@ in the same run:
 - solves: per member 4/3·n³ (Cholesky, inverse, Cholesky of the inverse) plus GPTQ's
   error propagation rows·n² (lazy block updates) + rows·n·blocksize (in-block columns).
 Elementwise work (clip search, rounding) and memory traffic are not in the floor, which
-is why measured/floor can never reach 1.
+is why measured/floor can never reach 1; `step_weight_bytes` gives EBSS's memory floor,
+the bound of a decoding step that reads every weight once.
 """
 
 from __future__ import annotations

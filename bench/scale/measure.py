@@ -1,4 +1,5 @@
-"""Clocks, peak memory and the matmul rate, the same way on CPU and CUDA.
+"""Clocks, peak memory and the rates the floors use (matmul, streaming read, |x|^2.4), the
+same way on CPU and CUDA.
 
 CUDA work is asynchronous, so every interval that is attributed to a part of the work
 (Hessians, solves) synchronises at both ends; per-layer times inside a model's forward use
