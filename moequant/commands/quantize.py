@@ -90,26 +90,28 @@ def scale_dtype(args: argparse.Namespace, dtype: torch.dtype) -> str:
     return chosen
 
 
-def _check_shapes(args: argparse.Namespace, config) -> None:
-    """Reject a group size that does not tile the model before any weight is read."""
+def _skeleton_adapter(args: argparse.Namespace):
+    """The model's structure on the meta device: checks and the memory plan before any weight is read."""
     from transformers import AutoModelForCausalLM
 
     from moequant.models import adapt
     from moequant.models.loading import load_config
-    from moequant.quant.driver import check_groupsize
 
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(
             load_config(args.model, args.trust_remote_code), trust_remote_code=args.trust_remote_code
         )
-    check_groupsize(adapt(skeleton), config)
+    return adapt(skeleton)
 
 
 def run(args: argparse.Namespace) -> int:
     from moequant.calib.records import read_calibration
     from moequant.models.loading import load_model, load_tokenizer
     from moequant.quant.checkpoint import save_quantized, servability
+    from moequant.memory import gib
+    from moequant.progress import say
     from moequant.quant.config import QuantConfig
+    from moequant.quant.driver import check_groupsize, memory_plan
     from moequant.quant.registry import get
     from moequant.runtime import resolve_dtype
 
@@ -139,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--algo {config.algo} needs calibration data: pass --calib FILE.jsonl")
     if args.nsamples is not None and args.nsamples < 1:
         raise UsageError(f"--nsamples must be at least 1, got {args.nsamples}")
-    _check_shapes(args, config)
+    skeleton = _skeleton_adapter(args)
+    check_groupsize(skeleton, config)
     tokenizer = load_tokenizer(args.model, args.trust_remote_code)
     calib, calibration = None, None
     if args.calib:
@@ -152,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
             "seqlen": int(calib.shape[1]),
             "source": summary.get("source"),
         }
+    memory = memory_plan(skeleton, int(calib.numel()) if calib is not None else 0, dtype, config)
+    say("quantize", f"memory plan: {memory.describe()}")
+    memory.check()
     model = load_model(args.model, dtype=dtype, trust_remote_code=args.trust_remote_code)
     started = time.time()
     result = algorithm.quantize(model, calib, config)
@@ -170,7 +176,10 @@ def run(args: argparse.Namespace) -> int:
         "trust_remote_code": args.trust_remote_code,
         "seconds": round(time.time() - started, 3),
         "torch_version": torch.__version__,
+        "memory": memory.report(),
     }
+    say("quantize", f"peak host RSS {gib(metadata['memory']['peak_host_bytes'])}"
+        + (f", peak device {gib(metadata['memory']['peak_device_bytes'])}" if metadata["memory"]["peak_device_bytes"] else ""))
     save_quantized(args.out, model, result, metadata, tokenizer)
     summary = result.summary()
     print(f"quantized {summary['weights']} weights with {config.algo} w{config.wbits} → {args.out} "

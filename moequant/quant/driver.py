@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from moequant.memory import MemoryPlan, module_bytes
 from moequant.models import DecoderLayer, ModelAdapter, adapt
 from moequant.progress import each, say
 from moequant.quant.config import QuantConfig
@@ -176,6 +177,35 @@ def _device_of(module: nn.Module) -> torch.device:
     for tensor in (*module.parameters(), *module.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def memory_plan(adapter: ModelAdapter, tokens: int, dtype: torch.dtype, config: QuantConfig) -> MemoryPlan:
+    """What streaming quantization of `adapter`'s model holds at its peak, from a (meta) skeleton.
+
+    The model stays in host memory; the compute device holds one decoder layer, the
+    calibration activations between layers (inputs, outputs and the cached MoE-block input,
+    each tokens × hidden) and the largest Hessian stack (all experts of a projection); the
+    packed codes accumulate on the host until the checkpoint is written.
+    """
+    device = resolve_device(config.device)
+    hidden = adapter.embed_tokens.weight.shape[1]
+    element = torch.empty((), dtype=dtype).element_size()
+    hessian_element = 8 if config.hessian_dtype == "float64" else 4
+    stacks = []
+    for layer in adapter.layers:
+        linears = layer.named_linears().values()
+        stacks.append(max((m.in_features for m in linears), default=0) ** 2)
+        if layer.is_moe:
+            bank = layer.mlp.experts
+            stacks.append(bank.num_experts * max(bank.hidden_size, bank.intermediate_size) ** 2)
+    weights = sum(t.numel() for layer in adapter.layers for t in layer.module.parameters())
+    plan = MemoryPlan("quantize", device)
+    plan.host = {"model": module_bytes(adapter.model, dtype), "codes": weights * config.wbits // 8}
+    if device.type != "cpu":
+        plan.on_device["layer"] = max(module_bytes(layer.module, dtype) for layer in adapter.layers)
+    plan.on_device["activations"] = 3 * tokens * hidden * element
+    plan.on_device["Hessians"] = max(stacks, default=0) * hessian_element
+    return plan
 
 
 def layer_progress(layers: list[DecoderLayer], label: str, result: QuantResult) -> Iterator[DecoderLayer]:
