@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="compute device for the layer being quantized")
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="do not keep finished layers in OUT.journal/ for a rerun to continue from")
 
 
 def _source_metadata(model: str) -> dict[str, object]:
@@ -62,6 +64,28 @@ def _source_metadata(model: str) -> dict[str, object]:
         if path.is_file():
             found[name.removesuffix(".json")] = json.loads(path.read_text())
     return found
+
+
+def _journal_fingerprint(args: argparse.Namespace, config, calibration: dict | None, dtype: torch.dtype) -> str:
+    """What a resumed run must share with the interrupted one: model files, calibration, configuration, code."""
+    import hashlib
+
+    import moequant
+    from moequant.code_version import code_version
+
+    root = Path(args.model).expanduser()
+    files = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(root.glob("*.safetensors"))} if root.is_dir() else {}
+    if (root / "config.json").is_file():
+        files["config.json"] = [file_sha256(root / "config.json")]
+    payload = {
+        "model": args.model,
+        "files": files,
+        "config": config.to_dict(),
+        "calibration": calibration,
+        "dtype": str(dtype),
+        "code": code_version(Path(moequant.__file__).resolve().parents[1], "quantize"),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _refuse_unservable(args: argparse.Namespace) -> None:
@@ -112,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from moequant.progress import say
     from moequant.quant.config import QuantConfig
     from moequant.quant.driver import check_groupsize, memory_plan
+    from moequant.quant.journal import LayerJournal
     from moequant.quant.registry import get
     from moequant.runtime import resolve_dtype
 
@@ -160,7 +185,12 @@ def run(args: argparse.Namespace) -> int:
     memory.check()
     model = load_model(args.model, dtype=dtype, trust_remote_code=args.trust_remote_code)
     started = time.time()
-    result = algorithm.quantize(model, calib, config)
+    journal = None
+    if args.resume and algorithm.needs_calibration:
+        journal = LayerJournal(Path(f"{args.out}.journal"), _journal_fingerprint(args, config, calibration, dtype))
+        result = algorithm.quantize(model, calib, config, journal=journal)
+    else:
+        result = algorithm.quantize(model, calib, config)
     metadata = {
         "method": config.algo,
         "wbits": config.wbits,
@@ -181,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
     say("quantize", f"peak host RSS {gib(metadata['memory']['peak_host_bytes'])}"
         + (f", peak device {gib(metadata['memory']['peak_device_bytes'])}" if metadata["memory"]["peak_device_bytes"] else ""))
     save_quantized(args.out, model, result, metadata, tokenizer)
+    if journal is not None:
+        journal.remove()
     summary = result.summary()
     print(f"quantized {summary['weights']} weights with {config.algo} w{config.wbits} → {args.out} "
           f"(fallbacks: {summary['fallbacks'] or 'none'})")

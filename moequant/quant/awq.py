@@ -37,6 +37,7 @@ from moequant.quant.awq_search import (
 )
 from moequant.quant.config import QuantConfig
 from moequant.quant.driver import LayerContext, stream_quantize
+from moequant.quant.journal import LayerJournal
 from moequant.quant.registry import Algorithm, register
 from moequant.quant.report import QuantResult, ReportRow
 from moequant.quant.targets import Target
@@ -368,12 +369,12 @@ class AWQLayer:
         run.mlp()
 
 
-def _algorithm(weighted: bool) -> Callable[[nn.Module, torch.Tensor | None, QuantConfig], QuantResult]:
-    def quantize(model: nn.Module, calib: torch.Tensor | None, config: QuantConfig) -> QuantResult:
+def _algorithm(weighted: bool) -> Callable[..., QuantResult]:
+    def quantize(model: nn.Module, calib: torch.Tensor | None, config: QuantConfig, journal: LayerJournal | None = None) -> QuantResult:
         assert calib is not None
         AWQSettings.from_extra(config.extra)
         adapt(model).check_foldable("AWQ")
-        return stream_quantize(model, calib, config, AWQLayer(weighted))
+        return stream_quantize(model, calib, config, AWQLayer(weighted), journal)
 
     return quantize
 

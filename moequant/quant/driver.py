@@ -25,6 +25,7 @@ from moequant.models import DecoderLayer, ModelAdapter, adapt
 from moequant.progress import each, say
 from moequant.quant.config import QuantConfig
 from moequant.quant.hessian import check_finite_activations
+from moequant.quant.journal import LayerJournal
 from moequant.quant.report import QuantResult
 from moequant.quant.targets import LayerTargets, model_targets
 from moequant.runtime import resolve_device
@@ -219,8 +220,13 @@ def stream_quantize(
     calib: torch.Tensor,
     config: QuantConfig,
     quantize_layer: Callable[[LayerContext], None],
+    journal: LayerJournal | None = None,
 ) -> QuantResult:
-    """Quantize `model` in place layer by layer with `quantize_layer`; returns codes and report."""
+    """Quantize `model` in place layer by layer with `quantize_layer`; returns codes and report.
+
+    With a `journal`, every finished layer is recorded there and a rerun continues after the
+    last recorded layer instead of starting over.
+    """
     adapter = adapt(model)
     check_groupsize(adapter, config)
     unknown = sorted({name for layer in adapter.layers for name in layer.attention.other})
@@ -231,7 +237,13 @@ def stream_quantize(
     result = QuantResult()
     inputs, by_kind = capture_inputs_by_kind(adapter, calib, config.batch_size, device)
     kinds = layer_kinds(adapter)
-    for layer in layer_progress(adapter.layers, f"quantize {config.algo} w{config.wbits}", result):
+    start = 0
+    restored = journal.restore(adapter, result) if journal is not None else None
+    if restored is not None:
+        start, saved = restored
+        inputs = [x.to(device=device, dtype=hidden.dtype) for x, hidden in zip(saved, inputs)]
+    for layer in layer_progress(adapter.layers[start:], f"quantize {config.algo} w{config.wbits}", result):
+        weights_before, rows_before = len(result.weights), len(result.rows)
         home = _device_of(layer.module)
         layer.module.to(device)
         kwargs = [entry[kinds[layer.index]] for entry in by_kind]
@@ -239,6 +251,8 @@ def stream_quantize(
         quantize_layer(ctx)
         inputs = ctx.outputs()
         layer.module.to(home)
+        if journal is not None:
+            journal.record(layer, result, weights_before, rows_before, inputs)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return result

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from moequant.quant.config import QuantConfig
     from moequant.quant.report import QuantResult
 
-QuantizeFn = Callable[[nn.Module, "torch.Tensor | None", "QuantConfig"], "QuantResult"]
+QuantizeFn = Callable[..., "QuantResult"]
+"""(model, calib, config) → result; calibrated algorithms also take `journal=` (a `LayerJournal`) to resume."""
 
 
 @dataclass(frozen=True)

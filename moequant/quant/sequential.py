@@ -20,6 +20,7 @@ from moequant.errors import UsageError
 from moequant.models import DenseMLP, MoEBlock
 from moequant.quant.config import QuantConfig
 from moequant.quant.driver import LayerContext, stream_quantize
+from moequant.quant.journal import LayerJournal
 from moequant.quant.gptq import gptq_solve
 from moequant.quant.grid import QuantizedWeight
 from moequant.quant.hessian import HessianStack, MemberGroups, check_finite_activations
@@ -239,10 +240,12 @@ def _weights(c: torch.Tensor, mode: Weighting) -> torch.Tensor | None:
     return c if mode == "c" else c * c
 
 
-def _algorithm(agq: bool) -> Callable[[torch.nn.Module, torch.Tensor | None, QuantConfig], QuantResult]:
-    def quantize(model: torch.nn.Module, calib: torch.Tensor | None, config: QuantConfig) -> QuantResult:
+def _algorithm(agq: bool) -> Callable[..., QuantResult]:
+    def quantize(
+        model: torch.nn.Module, calib: torch.Tensor | None, config: QuantConfig, journal: LayerJournal | None = None
+    ) -> QuantResult:
         assert calib is not None
-        return stream_quantize(model, calib, config, GPTQLayer(agq))
+        return stream_quantize(model, calib, config, GPTQLayer(agq), journal)
 
     return quantize
 

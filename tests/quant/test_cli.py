@@ -32,6 +32,7 @@ def test_quantize_writes_a_loadable_checkpoint(tmp_path, model_dir, tokenizer, c
     assert memory["planned"]["host"]["activations"] == 3 * 4 * 16 * 32 * 4  # inputs, outputs, MoE input; fp32
     assert memory["peak_host_bytes"] >= sum(memory["planned"]["host"].values())
     assert "memory plan: host" in err and "peak host RSS" in err
+    assert not (tmp_path / "agq-w3.journal").exists(), "the journal goes once the checkpoint is written"
 
 
 @pytest.mark.parametrize(

@@ -376,6 +376,7 @@ def report_spec():
                 "bits": method_bits(name),
                 "rotation": bool(entry.get("rotation", False)),
                 "algorithm": entry.get("algorithm"),
+                "options": entry.get("options", {}),
             }
             for name, entry in config["methods"].items()
         },
