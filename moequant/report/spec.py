@@ -98,7 +98,7 @@ def spec_from_dict(raw: dict[str, Any]) -> ReportSpec:
                 bits=[int(b) for b in entry.get("bits", [])],
                 rotation=bool(entry.get("rotation", False)),
                 algorithm=entry.get("algorithm"),
-                all_experts=bool((entry.get("options") or {}).get("all_experts", False)),
+                all_experts=bool(entry.get("all_experts", False)),
             )
             for name, entry in raw["methods"].items()
         }

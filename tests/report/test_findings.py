@@ -18,7 +18,7 @@ SPEC = {
         "moequant++": {"label": "MoEQuant++", "rotation": True, "calibration": "ebss", "algorithm": "agq", "bits": [3]},
         "all_experts": {
             "label": "all experts", "rotation": True, "calibration": "prose", "algorithm": "agq", "bits": [3],
-            "options": {"act_order": True, "all_experts": True},
+            "all_experts": True,
         },
     },
     "calibration": {"ebss": {"label": "EBSS", "source": "ebss"}, "prose": {"label": "prose", "source": "text:p.txt"}},

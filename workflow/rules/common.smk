@@ -376,7 +376,7 @@ def report_spec():
                 "bits": method_bits(name),
                 "rotation": bool(entry.get("rotation", False)),
                 "algorithm": entry.get("algorithm"),
-                "options": entry.get("options", {}),
+                "all_experts": bool(entry.get("options", {}).get("all_experts", False)),
             }
             for name, entry in config["methods"].items()
         },
