@@ -18,7 +18,8 @@ GIB = 1024**3
 
 
 def gib(size: int) -> str:
-    return f"{size / GIB:.2f} GiB"
+    """Sizes as a log reads them: GiB, or MiB below one GiB (a small model's plan is not all zeros)."""
+    return f"{size / GIB:.2f} GiB" if size >= GIB else f"{size / 2**20:.1f} MiB"
 
 
 def module_bytes(module: torch.nn.Module, dtype: torch.dtype | None = None) -> int:
@@ -54,6 +55,21 @@ def peak_device_bytes(device: torch.device) -> int | None:
     return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
 
 
+def peaks(device: torch.device) -> dict[str, int | None]:
+    """The measured high-water marks a stage writes to its metadata."""
+    return {"peak_host_bytes": peak_host_bytes(), "peak_device_bytes": peak_device_bytes(device)}
+
+
+def say_peaks(stage: str, device: torch.device) -> dict[str, int | None]:
+    """Log the stage's peaks (the job log shows how close it came) and return them for its metadata."""
+    from moequant.progress import say
+
+    measured = peaks(device)
+    device_part = f", peak {device} {gib(measured['peak_device_bytes'])}" if measured["peak_device_bytes"] else ""
+    say(stage, f"peak host RSS {gib(measured['peak_host_bytes'])}{device_part}")
+    return measured
+
+
 @dataclass
 class MemoryPlan:
     """Bytes a stage will hold, by part, on the host and on its compute device (the same place on CPU)."""
@@ -87,8 +103,4 @@ class MemoryPlan:
 
     def report(self) -> dict[str, object]:
         """Planned parts and the measured peaks, for the stage's metadata."""
-        return {
-            "planned": {where: dict(parts) for where, parts in self._where().items()},
-            "peak_host_bytes": peak_host_bytes(),
-            "peak_device_bytes": peak_device_bytes(self.device),
-        }
+        return {"planned": {where: dict(parts) for where, parts in self._where().items()}, **peaks(self.device)}

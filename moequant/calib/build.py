@@ -19,13 +19,14 @@ from moequant.artifacts import file_sha256
 from moequant.calib.balance import expert_usage, layer_sigma, sigma
 from moequant.calib.config import CalibConfig
 from moequant.calib.ebss import ebss_generate, first_tokens
-from moequant.calib.measure import measure
+from moequant.calib.measure import measure, model_device
 from moequant.calib.records import CalibrationRecord, tokenizer_fingerprint, write_calibration
 from moequant.calib.repetition import repetition_summary
 from moequant.calib.vocab import tokenizer_allowed_mask
 from moequant.calib.windows import text_windows
 from moequant.corpora import load_hub_documents, read_text_file
 from moequant.errors import require
+from moequant.memory import peaks
 from moequant.models import adapt
 
 
@@ -100,6 +101,7 @@ def build_calibration(
         "perplexity": math.exp(-set_logprob),
         "repetition": repetition_summary(input_ids.tolist()),
         "seconds": seconds,
+        "memory": peaks(model_device(adapter)),
         "tokens_per_second": config.nsamples * config.seqlen / seconds if seconds > 0 else None,
         "inputs": _input_hashes(config),
         "moequant_version": moequant.__version__,

@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     from moequant.calib.records import read_calibration
     from moequant.models.loading import load_model, load_tokenizer
     from moequant.quant.checkpoint import save_quantized, servability
-    from moequant.memory import gib
+    from moequant.memory import say_peaks
     from moequant.progress import say
     from moequant.quant.config import QuantConfig
     from moequant.quant.driver import check_groupsize, memory_plan
@@ -206,10 +206,8 @@ def run(args: argparse.Namespace) -> int:
         "trust_remote_code": args.trust_remote_code,
         "seconds": round(time.time() - started, 3),
         "torch_version": torch.__version__,
-        "memory": memory.report(),
+        "memory": {**memory.report(), **say_peaks("quantize", memory.device)},
     }
-    say("quantize", f"peak host RSS {gib(metadata['memory']['peak_host_bytes'])}"
-        + (f", peak device {gib(metadata['memory']['peak_device_bytes'])}" if metadata["memory"]["peak_device_bytes"] else ""))
     save_quantized(args.out, model, result, metadata, tokenizer)
     if journal is not None:
         journal.remove()

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from moequant.errors import UsageError, require
+from moequant.memory import say_peaks
 from moequant.models.loading import is_quantized_checkpoint, load_model, load_tokenizer
 from moequant.rotation.artifact import save_rotated, source_hashes
 from moequant.rotation.config import RotationConfig
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         "dtype": args.dtype,
         "device": str(device),
         "seconds": round(time.perf_counter() - started, 3),
+        "memory": say_peaks("rotate", device),
     }
     save_rotated(model, args.out, metadata, tokenizer)
     online = " + online Hadamard before down projections" if config.online_hadamard else ""

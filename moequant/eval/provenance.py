@@ -10,6 +10,7 @@ import torch
 
 import moequant
 from moequant.artifacts import file_sha256
+from moequant.memory import peaks
 from moequant.models.loading import QUANTIZED_MARKER, is_quantized_checkpoint
 
 _IDENTIFYING_FILES = (QUANTIZED_MARKER, "config.json", "rotation.json")
@@ -33,4 +34,5 @@ def run_metadata(device: torch.device, dtype: torch.dtype, seconds: float) -> di
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
         "seconds": round(seconds, 3),
+        "memory": peaks(device),
     }

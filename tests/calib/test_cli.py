@@ -38,6 +38,7 @@ def test_ebss_writes_records_and_summary(tiny_dir: Path, tmp_path: Path) -> None
     assert usage.shape == (2, 4) and torch.allclose(usage.sum(dim=1), torch.ones(2, dtype=torch.float64))
     assert summary["mean_logprob"] == pytest.approx(sum(row["mean_logprob"] for row in rows) / 3)
     assert summary["perplexity"] > 1 and summary["seconds"] > 0
+    assert summary["memory"]["peak_host_bytes"] > 0
 
     again = tmp_path / "again.jsonl"
     assert _calibrate(tiny_dir, again, *args) == 0

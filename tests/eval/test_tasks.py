@@ -94,6 +94,7 @@ def test_evaluate_writes_what_eval_ppl_and_eval_tasks_write_separately(model_dir
     for name in ("prose", "math"):
         together, alone = (json.loads((folder / f"ppl-{name}.json").read_text()) for folder in (combined, tmp_path))
         assert together["windows_sha256"] == alone["windows_sha256"]
+        assert together["memory"]["peak_host_bytes"] > 0 and together["memory"]["peak_device_bytes"] is None
         assert together["ppl"] == pytest.approx(alone["ppl"], rel=1e-6) and together["kld"] == pytest.approx(alone["kld"], rel=1e-5)
     written = json.loads((combined / "tasks.json").read_text())
     alone = _eval_tasks(model_dir, task_dir, tmp_path / "tasks.json", "--batch-size", "4")

@@ -33,7 +33,8 @@ def test_rotate_writes_a_loadable_equivalent_model(
 ) -> None:
     out = tmp_path / "rotated"
     assert main(["rotate", "--model", str(source_dir), "--out", str(out), "--seed", "7", "--device", "cpu"]) == 0
-    assert "sylvester(32)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "sylvester(32)" in captured.out and "[rotate] peak host RSS" in captured.err
     _, before = _logits(source_dir, input_ids)
     model, after = _logits(out, input_ids)
     assert ((after - before).abs().max() / before.abs().max()).item() <= 1e-4
@@ -45,6 +46,7 @@ def test_rotate_writes_a_loadable_equivalent_model(
     assert metadata["transform"] == "torch (float64)" and metadata["source_model"] == str(source_dir)
     assert set(metadata["source_hashes"]) >= {"config.json", "model.safetensors"}
     assert metadata["moequant_version"] and metadata["online_hadamard"] is None
+    assert metadata["memory"]["peak_host_bytes"] > 0 and metadata["memory"]["peak_device_bytes"] is None
     assert not (out / "tokenizer.json").exists(), "a source without a tokenizer must not gain one"
     assert not list(tmp_path.glob(".tmp-*"))
 
