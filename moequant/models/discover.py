@@ -21,7 +21,6 @@ from moequant.models.base import (
     ModelAdapter,
     ModuleListExperts,
     MoEBlock,
-    Router,
 )
 from moequant.models.families import UnreadableRouter, router_for
 

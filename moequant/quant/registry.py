@@ -13,13 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
 from moequant.errors import UsageError
 
 if TYPE_CHECKING:
-    from moequant.quant.config import QuantConfig
     from moequant.quant.report import QuantResult
 
 QuantizeFn = Callable[..., "QuantResult"]
