@@ -118,12 +118,7 @@ def check_adapter(model: nn.Module) -> None:
                 for proj in ("gate", "up", "down"):
                     block.experts.write(proj, block.experts.weights(proj) * scale)
             own = block.router.experts_module(x, ids_, coeffs)
-            rebuilt = torch.zeros_like(x)
-            for expert in range(block.experts.num_experts):
-                token, slot = torch.where(ids_ == expert)
-                if token.numel():
-                    y = block.experts.expert_forward(expert, x[token]) * coeffs[token, slot, None]
-                    rebuilt.index_add_(0, token, y.to(x.dtype))
+            rebuilt = block.experts.routed_forward(x, ids_, coeffs)
             if not torch.allclose(own, rebuilt, rtol=1e-4, atol=1e-5):
                 raise _Mismatch(f"layer {layer.index}: per-expert views do not reproduce the experts module (scale {scale})")
 

@@ -84,6 +84,16 @@ class ExpertBank:
         """One expert's unweighted output for the tokens `x` [T, H]."""
         return self._linear("down", expert, self.intermediate(expert, x))
 
+    def routed_forward(self, x: torch.Tensor, ids: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+        """Σ over each token's routed experts of coefficient × expert output, for `x` [T, H] and ids [T, k]."""
+        out = torch.zeros_like(x)
+        for expert in range(self.num_experts):
+            token, slot = torch.where(ids == expert)
+            if token.numel():
+                y = self.expert_forward(expert, x[token]) * coeffs[token, slot, None]
+                out.index_add_(0, token, y.to(out.dtype))
+        return out
+
 
 class FusedExperts(ExpertBank):
     """The transformers 5 experts interface (`@use_experts_implementation`), in every storage layout.
@@ -271,14 +281,7 @@ class MoEBlock:
         """Recompute the block's output from routing, expert views and shared experts."""
         shape = hidden.shape
         x = hidden.reshape(-1, shape[-1])
-        ids, coeffs = self.router.route(x)
-        out = torch.zeros_like(x)
-        for expert in range(self.experts.num_experts):
-            token_idx, slot = torch.where(ids == expert)
-            if token_idx.numel() == 0:
-                continue
-            y = self.experts.expert_forward(expert, x[token_idx])
-            out.index_add_(0, token_idx, (y * coeffs[token_idx, slot, None]).to(out.dtype))
+        out = self.experts.routed_forward(x, *self.router.route(x))
         if self.shared_experts:
             shared = sum(mlp(x) for mlp in self.shared_experts)
             out = out + self.shared_coefficient(x) * shared
