@@ -63,18 +63,24 @@ def moe_model_types() -> list[str]:
     """
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.utils import logging
 
     from moequant.models import EXPERT_COUNT_KEYS
 
     found = []
-    for model_type in sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
-        try:
-            config = AutoConfig.for_model(model_type)
-            text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        except Exception:  # noqa: BLE001 — a config class that cannot be built is no MoE we can check
-            continue
-        if any(key in vars(text) for key in EXPERT_COUNT_KEYS):
-            found.append(model_type)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # default configs warn about their own defaults; none of it concerns a listing
+    try:
+        for model_type in sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
+            try:
+                config = AutoConfig.for_model(model_type)
+                text = config.get_text_config() if hasattr(config, "get_text_config") else config
+            except Exception:  # noqa: BLE001 — a config class that cannot be built is no MoE we can check
+                continue
+            if any(key in vars(text) for key in EXPERT_COUNT_KEYS):
+                found.append(model_type)
+    finally:
+        logging.set_verbosity(verbosity)
     return found
 
 

@@ -69,3 +69,11 @@ def test_the_docs_table_is_the_measured_one(reports):
             documented[cells[0]] = [c.split(":")[0] for c in cells[1:]]
     measured = {t: [r.outcomes[s].status if s in r.outcomes else "—" for s in STAGES] for t, r in reports.items()}
     assert documented == measured
+
+
+def test_an_unknown_model_type_is_one_line(capsys):
+    from moequant.cli import main
+
+    assert main(["families", "--model-type", "nonsense"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'nonsense' is not a MoE model type" in err and "mixtral" in err and err.count("\n") == 0

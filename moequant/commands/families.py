@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from moequant.artifacts import atomic_file
+from moequant.errors import UsageError
 from moequant.progress import each
 
 NAME = "families"
@@ -20,7 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from moequant.coverage import check_family, markdown_table, moe_model_types
 
-    model_types = args.model_type or moe_model_types()
+    known = moe_model_types()
+    unknown = [t for t in args.model_type or () if t not in known]
+    if unknown:
+        raise UsageError(f"model type {unknown[0]!r} is not a MoE model type of the installed transformers; choose from {', '.join(known)}")
+    model_types = args.model_type or known
     reports = [check_family(t) for t in each(model_types, "families", "model type", name=str)]
     table = markdown_table(reports)
     print(table, end="")
