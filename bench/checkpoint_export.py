@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from moequant.calib.records import read_calibration
-from moequant.models.loading import load_model, load_tokenizer
+from moequant.loading import load_model, load_tokenizer
 from moequant.quant.checkpoint import save_quantized
 from moequant.quant.config import QuantConfig
 from moequant.quant.registry import get

@@ -20,7 +20,7 @@ from moequant.calib.ebss import ebss_generate, first_tokens
 from moequant.calib.ebss_reference import ebss_reference
 from moequant.calib.vocab import tokenizer_allowed_mask
 from moequant.models import adapt
-from moequant.models.loading import load_model, load_tokenizer
+from moequant.loading import load_model, load_tokenizer
 from moequant.runtime import resolve_dtype
 
 

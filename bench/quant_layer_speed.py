@@ -35,7 +35,7 @@ DEMO_SHAPE = dict(
 def one_layer_model(spec: str | None):
     """The demo's first decoder layer alone (or a synthetic model of the demo's shape)."""
     if spec:
-        from moequant.models.loading import load_model
+        from moequant.loading import load_model
 
         model = load_model(spec)
         del model.model.layers[1:]

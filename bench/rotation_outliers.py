@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from moequant.models import adapt
-from moequant.models.loading import load_model, load_tokenizer
+from moequant.loading import load_model, load_tokenizer
 from moequant.models.routing import capture_routing
 from moequant.rotation import RotationConfig, expert_outlier_ratios, fuse_norms, rotate_model
 

@@ -38,7 +38,7 @@ def remote_deepseek_dir(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def make_tiny(remote_deepseek_dir):
     """Build a tiny seeded model of any layout in LAYOUTS."""
-    from moequant.models.loading import load_model
+    from moequant.loading import load_model
     from moequant.models.synthetic import randomize_, tiny_model
 
     def build(layout: str, seed: int = 0, dtype: torch.dtype = torch.float32):
@@ -65,7 +65,7 @@ def trained_demo_dir(tmp_path_factory: pytest.TempPathFactory):
 
 def demo_windows(directory, split: str, count: int, seqlen: int = 64) -> torch.Tensor:
     """`count` consecutive windows of the demo's mixed-domain `split` text, as token ids."""
-    from moequant.models.loading import load_tokenizer
+    from moequant.loading import load_tokenizer
 
     tokenizer = load_tokenizer(str(directory))
     text = (directory / "data" / "mixed" / f"{split}.txt").read_text()

@@ -10,7 +10,8 @@ import torch
 from moequant.calib.build import check_seqlen, source_windows, write_calibration_set
 from moequant.calib.config import HUB_SOURCES, CalibConfig
 from moequant.errors import require
-from moequant.models.loading import load_config, load_model, load_tokenizer
+from moequant.loading import load_model, load_tokenizer
+from moequant.models.config import load_config
 from moequant.runtime import DTYPES, resolve_device, resolve_dtype, seed_everything
 
 NAME = "calibrate"

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from moequant.models import adapt
-from moequant.models.loading import load_model
+from moequant.loading import load_model
 
 NAME = "inspect"
 HELP = "Show a model's MoE structure as moequant's adapters see it (family, layers, experts, layout)."

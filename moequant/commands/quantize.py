@@ -119,7 +119,7 @@ def _skeleton_adapter(args: argparse.Namespace):
     from transformers import AutoModelForCausalLM
 
     from moequant.models import adapt
-    from moequant.models.loading import load_config
+    from moequant.models.config import load_config
 
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(
@@ -130,7 +130,7 @@ def _skeleton_adapter(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from moequant.calib.records import read_calibration
-    from moequant.models.loading import load_model, load_tokenizer
+    from moequant.loading import load_model, load_tokenizer
     from moequant.quant.checkpoint import save_quantized, servability
     from moequant.memory import say_peaks
     from moequant.progress import say

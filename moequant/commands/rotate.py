@@ -9,7 +9,8 @@ from pathlib import Path
 
 from moequant.errors import UsageError, require
 from moequant.memory import say_peaks
-from moequant.models.loading import is_quantized_checkpoint, load_model, load_tokenizer
+from moequant.loading import load_model, load_tokenizer
+from moequant.quant.checkpoint import is_quantized_checkpoint
 from moequant.rotation.artifact import save_rotated, source_hashes
 from moequant.rotation.config import RotationConfig
 from moequant.rotation.rotate import rotate_model

@@ -21,7 +21,8 @@ from torch import nn
 from moequant.errors import UsageError
 from moequant.eval.config import PerplexityConfig
 from moequant.eval.datasets import EvalText, load_eval_text
-from moequant.models.loading import is_quantized_checkpoint, load_config
+from moequant.models.config import load_config
+from moequant.quant.checkpoint import is_quantized_checkpoint
 from moequant.progress import Ticker
 
 

@@ -11,7 +11,7 @@ import torch
 import moequant
 from moequant.artifacts import file_sha256
 from moequant.memory import peaks
-from moequant.models.loading import QUANTIZED_MARKER, is_quantized_checkpoint
+from moequant.quant.checkpoint import QUANTIZED_MARKER, is_quantized_checkpoint
 
 _IDENTIFYING_FILES = (QUANTIZED_MARKER, "config.json", "rotation.json")
 

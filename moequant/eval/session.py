@@ -119,7 +119,7 @@ class LoadedModels:
 
 
 def _load_reference(choice: ModelChoice, model: torch.nn.Module, where: Placement) -> torch.nn.Module:
-    from moequant.models.loading import load_model
+    from moequant.loading import load_model
 
     assert choice.reference is not None
     loaded = load_model(choice.reference, dtype=where.dtype, device=where.reference_device, trust_remote_code=choice.trust_remote_code)
@@ -133,7 +133,7 @@ def _load_reference(choice: ModelChoice, model: torch.nn.Module, where: Placemen
 
 def load_models(choice: ModelChoice, where: Placement, with_reference: bool = True) -> LoadedModels:
     """The model and its tokenizer, and the reference model when one is chosen and wanted."""
-    from moequant.models.loading import load_model, load_tokenizer
+    from moequant.loading import load_model, load_tokenizer
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(choice.model, trust_remote_code=choice.trust_remote_code)

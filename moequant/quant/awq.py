@@ -38,7 +38,7 @@ from moequant.quant.awq_search import (
 from moequant.quant.config import QuantConfig
 from moequant.quant.driver import LayerContext, stream_quantize
 from moequant.quant.journal import LayerJournal
-from moequant.quant.registry import Algorithm, register
+from moequant.quant.algorithm import Algorithm
 from moequant.quant.report import QuantResult, ReportRow
 from moequant.quant.targets import Target
 
@@ -379,14 +379,12 @@ def _algorithm(weighted: bool) -> Callable[..., QuantResult]:
     return quantize
 
 
-register(
-    Algorithm("awq", _algorithm(False), needs_calibration=True, description="activation-aware weight quantization")
-)
-register(
+ALGORITHMS = (
+    Algorithm("awq", _algorithm(False), needs_calibration=True, description="activation-aware weight quantization"),
     Algorithm(
         "agq_awq",
         _algorithm(True),
         needs_calibration=True,
         description="MoEQuant+: AWQ with routing-coefficient-weighted statistics and loss",
-    )
+    ),
 )

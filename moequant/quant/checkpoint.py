@@ -36,7 +36,6 @@ from moequant.artifacts import atomic_dir, write_json
 from moequant.errors import UsageError
 from moequant.models import ModelAdapter, adapt
 from moequant.models.files import INDEX_FILE, read_weight_map
-from moequant.models.loading import QUANTIZED_MARKER
 from moequant.quant.grid import QuantizedWeight, pack
 from moequant.quant.report import QuantResult, write_report
 from moequant.quant.targets import LayerTargets, Target
@@ -46,6 +45,12 @@ REPORT_FILE = "report.csv"
 VLLM_MOE_BITS = (4, 8)
 """vLLM's fused MoE kernels take W4A16 and W8A16 only; other widths load in transformers."""
 QUANTIZED_SUFFIXES = ("weight_packed", "weight_scale", "weight_shape")
+QUANTIZED_MARKER = "quantization.json"
+"""Its presence is what makes a directory a moequant quantized checkpoint."""
+
+
+def is_quantized_checkpoint(spec: str | Path) -> bool:
+    return (Path(spec).expanduser() / QUANTIZED_MARKER).is_file()
 
 
 def shard_name(index: int, count: int) -> str:

@@ -45,10 +45,7 @@ class QuantConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from moequant.quant.registry import names
-
         self.agq_projections = tuple(self.agq_projections)
-        require(self.algo in names(), f"unknown algorithm {self.algo!r}; available: {', '.join(names())}")
         require(
             isinstance(self.wbits, int) and 2 <= self.wbits <= 8,
             f"wbits must be an integer from 2 to 8, got {self.wbits!r}",

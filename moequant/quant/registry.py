@@ -1,65 +1,41 @@
 """Algorithm name → implementation, so new algorithms plug in without touching the CLI.
 
-Every module of `moequant.quant` is imported on first lookup; a module registers its
-algorithms at import time with `register(Algorithm(...))`. Adding `awq.py` beside the
-others is therefore all it takes to make `--algo awq` available.
+Every module of `moequant.quant` is imported on first lookup, and each one that declares
+`ALGORITHMS` (a tuple of `Algorithm`) contributes them. Adding `awq.py` beside the others is
+therefore all it takes to make `--algo awq` available.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from moequant.errors import UsageError
-
-if TYPE_CHECKING:
-    from moequant.quant.report import QuantResult
-
-QuantizeFn = Callable[..., "QuantResult"]
-"""(model, calib, config) → result; calibrated algorithms also take `journal=` (a `LayerJournal`) to resume."""
-
-
-@dataclass(frozen=True)
-class Algorithm:
-    name: str
-    quantize: QuantizeFn
-    needs_calibration: bool
-    description: str = ""
-
+from moequant.quant.algorithm import Algorithm
 
 _ALGORITHMS: dict[str, Algorithm] = {}
-_loaded = False
 
 
-def register(algorithm: Algorithm) -> Algorithm:
-    existing = _ALGORITHMS.get(algorithm.name)
-    if existing is not None and existing.quantize is not algorithm.quantize:
-        raise ValueError(f"algorithm {algorithm.name!r} is already registered")
-    _ALGORITHMS[algorithm.name] = algorithm
-    return algorithm
-
-
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
+def _load_all() -> dict[str, Algorithm]:
+    if _ALGORITHMS:
+        return _ALGORITHMS
     import moequant.quant as package
 
     for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{info.name}")
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for algorithm in getattr(module, "ALGORITHMS", ()):
+            if algorithm.name in _ALGORITHMS:
+                raise ValueError(f"algorithm {algorithm.name!r} is declared twice")
+            _ALGORITHMS[algorithm.name] = algorithm
+    return _ALGORITHMS
 
 
 def names() -> list[str]:
-    _load_all()
-    return sorted(_ALGORITHMS)
+    return sorted(_load_all())
 
 
 def get(name: str) -> Algorithm:
-    _load_all()
-    if name not in _ALGORITHMS:
-        raise UsageError(f"unknown algorithm {name!r}; available: {', '.join(sorted(_ALGORITHMS))}")
-    return _ALGORITHMS[name]
+    algorithms = _load_all()
+    if name not in algorithms:
+        raise UsageError(f"unknown algorithm {name!r}; available: {', '.join(sorted(algorithms))}")
+    return algorithms[name]

@@ -16,7 +16,7 @@ from moequant.quant.config import QuantConfig
 from moequant.quant.driver import check_groupsize, layer_progress
 from moequant.quant.gptq import rtn_codes
 from moequant.quant.grid import GridSpec, QuantizedWeight
-from moequant.quant.registry import Algorithm, register
+from moequant.quant.algorithm import Algorithm
 from moequant.quant.report import QuantResult, ReportRow
 from moequant.quant.targets import LayerTargets
 from moequant.runtime import resolve_device
@@ -47,4 +47,4 @@ def quantize_rtn(model: nn.Module, calib: torch.Tensor | None, config: QuantConf
     return result
 
 
-register(Algorithm("rtn", quantize_rtn, needs_calibration=False, description="round-to-nearest on the weight grid"))
+ALGORITHMS = (Algorithm("rtn", quantize_rtn, needs_calibration=False, description="round-to-nearest on the weight grid"),)

@@ -24,7 +24,7 @@ from moequant.quant.journal import LayerJournal
 from moequant.quant.gptq import gptq_solve
 from moequant.quant.grid import QuantizedWeight
 from moequant.quant.hessian import HessianStack, MemberGroups, check_finite_activations
-from moequant.quant.registry import Algorithm, register
+from moequant.quant.algorithm import Algorithm
 from moequant.quant.report import QuantResult, ReportRow
 from moequant.quant.targets import Target
 
@@ -250,7 +250,7 @@ def _algorithm(agq: bool) -> Callable[..., QuantResult]:
     return quantize
 
 
-register(Algorithm("gptq", _algorithm(False), needs_calibration=True, description="GPTQ (Frantar et al.)"))
-register(
-    Algorithm("agq", _algorithm(True), needs_calibration=True, description="affinity-guided GPTQ (MoEQuant AGQ)")
+ALGORITHMS = (
+    Algorithm("gptq", _algorithm(False), needs_calibration=True, description="GPTQ (Frantar et al.)"),
+    Algorithm("agq", _algorithm(True), needs_calibration=True, description="affinity-guided GPTQ (MoEQuant AGQ)"),
 )

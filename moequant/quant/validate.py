@@ -20,7 +20,8 @@ from torch import nn
 from moequant.errors import UsageError
 from moequant.models import adapt
 from moequant.models.base import FusedExperts
-from moequant.models.loading import QUANTIZED_MARKER, load_config
+from moequant.models.config import load_config
+from moequant.quant.checkpoint import QUANTIZED_MARKER
 from moequant.quant.checkpoint import QUANTIZED_SUFFIXES, read_index, revert_names
 from moequant.quant.grid import pack, unpack
 

@@ -11,7 +11,7 @@ from moequant.calib.balance import sigma
 from moequant.calib.records import read_calibration, summary_path, tokenizer_fingerprint
 from moequant.cli import main
 from moequant.models import adapt
-from moequant.models.loading import load_model, load_tokenizer
+from moequant.loading import load_model, load_tokenizer
 from moequant.models.routing import expert_counts
 
 

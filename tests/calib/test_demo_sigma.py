@@ -20,7 +20,7 @@ import pytest
 
 from moequant.calib.build import build_calibration
 from moequant.calib.config import CalibConfig
-from moequant.models.loading import load_model, load_tokenizer
+from moequant.loading import load_model, load_tokenizer
 
 SINGLE_DOMAINS = ("prose", "code", "math")
 NSAMPLES, SEQLEN = 16, 64

@@ -76,7 +76,7 @@ def test_capture_routing_and_counts(make_tiny, layout):
 
 @pytest.mark.parametrize("layout", ["mixtral", "qwen2_moe", "deepseek_v3", "deepseek_remote"])
 def test_expert_view_write_survives_save_and_reload(make_tiny, layout, tmp_path):
-    from moequant.models.loading import load_model
+    from moequant.loading import load_model
 
     model = make_tiny(layout, seed=3)
     bank = adapt(model).moe_layers[-1].mlp.experts

@@ -7,7 +7,7 @@ from moequant.cli import main
 
 from moequant.errors import UsageError
 from moequant.models import adapt
-from moequant.models.loading import load_model
+from moequant.loading import load_model
 from moequant.models.routing import capture_routing
 from moequant.quant.awq import AWQLayer
 from moequant.quant.awq_search import AWQSettings

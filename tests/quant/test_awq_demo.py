@@ -9,7 +9,7 @@ AWQ and GPTQ on real models, which a model this small cannot be expected to repr
 import pytest
 
 from moequant.eval.perplexity import evaluate_windows
-from moequant.models.loading import load_model
+from moequant.loading import load_model
 from moequant.quant.config import QuantConfig
 from moequant.quant.registry import get
 from tests.conftest import demo_windows

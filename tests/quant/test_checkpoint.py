@@ -9,7 +9,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from moequant.errors import UsageError
-from moequant.models.loading import load_model
+from moequant.loading import load_model
 from moequant.quant.checkpoint import INDEX_FILE, load_quantized, save_quantized
 from moequant.quant.config import QuantConfig
 from moequant.quant.registry import get

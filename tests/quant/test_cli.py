@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from moequant.cli import main
-from moequant.models.loading import load_model
+from moequant.loading import load_model
 from tests.quant.helpers import word_tokenizer, write_calib
 
 

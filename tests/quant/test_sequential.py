@@ -179,7 +179,6 @@ def test_layer_outputs_stream_without_moving_the_model(make_tiny):
         ("wbits", 9, "wbits must be an integer from 2 to 8"),
         ("wbits", 1, "wbits must be an integer from 2 to 8"),
         ("groupsize", 0, "groupsize must be -1"),
-        ("algo", "nope", "unknown algorithm 'nope'"),
         ("agq_weight", "c3", "agq_weight must be one of"),
         ("agq_projections", ("gate", "w1"), "agq_projections"),
         ("hessian_dtype", "float16", "hessian_dtype must be one of"),
@@ -189,6 +188,11 @@ def test_layer_outputs_stream_without_moving_the_model(make_tiny):
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(UsageError, match=message):
         QuantConfig(**{field: value})
+
+
+def test_registry_names_the_algorithms_it_has():
+    with pytest.raises(UsageError, match="unknown algorithm 'nope'; available: agq, agq_awq, awq, gptq, rtn"):
+        get("nope")
 
 
 def test_moe_block_type_is_what_the_stages_expect(make_tiny):

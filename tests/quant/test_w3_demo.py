@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from moequant.models.loading import load_model
+from moequant.loading import load_model
 from moequant.quant.config import QuantConfig
 from moequant.quant.registry import get
 from tests.conftest import demo_windows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from moequant.cli import main
-from moequant.models.loading import load_model
+from moequant.loading import load_model
 
 
 def test_rotated_directory_with_online_hadamard_loads_equivalent(make_tiny, tmp_path):
