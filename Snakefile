@@ -28,5 +28,5 @@ localrules:
 
 rule all:
     input:
-        table_outputs(),
+        PLAN.targets.table_outputs(),
     default_target: True

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from moequant.artifacts import atomic_file
+from moequant.plan.layout import PLOT_KINDS, SUMMARY_FILES, TABLE_FORMATS, plot_file, table_file
 from moequant.report.findings import findings_markdown
 from moequant.report.layout import ResultsLayout
 from moequant.report.plots import expert_usage, ppl_vs_bits
@@ -47,7 +48,9 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def build_report(results: str | Path, out: str | Path, spec: ReportSpec) -> list[Path]:
-    """Tables as `{name}.csv` + `{name}.md`, all of them in `tables.md`, `results.csv`, `findings.md`, plots."""
+    """Tables as `{name}.csv` + `{name}.md`, all of them in `tables.md`, `results.csv`, `findings.md`, plots.
+
+    The names are the workflow's (`moequant/plan/layout.py`): its tables rule expects exactly these files."""
     layout = ResultsLayout(results)
     out = Path(out)
     written = []
@@ -55,17 +58,20 @@ def build_report(results: str | Path, out: str | Path, spec: ReportSpec) -> list
     for table in spec.tables:
         frame = build_table(spec, table, layout)
         markdown = to_markdown(frame, table.title)
-        _write_text(out / f"{table.name}.csv", frame.to_csv(index=False, float_format="%.6g"))
-        _write_text(out / f"{table.name}.md", markdown)
-        written += [out / f"{table.name}.csv", out / f"{table.name}.md"]
+        csv, md = (out / table_file(table.name, ext) for ext in TABLE_FORMATS)
+        _write_text(csv, frame.to_csv(index=False, float_format="%.6g"))
+        _write_text(md, markdown)
+        written += [csv, md]
         sections.append(markdown)
-    _write_text(out / "tables.md", "\n".join(sections))
+    all_tables, results_csv, findings = (out / name for name in SUMMARY_FILES)
+    _write_text(all_tables, "\n".join(sections))
     results_frame = long_results(spec, layout)
-    _write_text(out / "results.csv", results_frame.to_csv(index=False, float_format="%.6g"))
-    _write_text(out / "findings.md", findings_markdown(spec, results_frame))
-    written += [out / "tables.md", out / "results.csv", out / "findings.md"]
+    _write_text(results_csv, results_frame.to_csv(index=False, float_format="%.6g"))
+    _write_text(findings, findings_markdown(spec, results_frame))
+    written += [all_tables, results_csv, findings]
     for model in spec.models:
-        _write_bytes(out / f"ppl_vs_bits-{model}.png", ppl_vs_bits(spec, layout, model, spec.ppl_dataset))
-        _write_bytes(out / f"expert_usage-{model}.png", expert_usage(spec, layout, model))
-        written += [out / f"ppl_vs_bits-{model}.png", out / f"expert_usage-{model}.png"]
+        bits_plot, usage_plot = (out / plot_file(kind, model) for kind in PLOT_KINDS)
+        _write_bytes(bits_plot, ppl_vs_bits(spec, layout, model, spec.ppl_dataset))
+        _write_bytes(usage_plot, expert_usage(spec, layout, model))
+        written += [bits_plot, usage_plot]
     return written

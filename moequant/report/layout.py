@@ -1,8 +1,10 @@
-"""Where a workflow run leaves its results, and how each result file is read.
+"""How each result file of a workflow run is read, found where the workflow wrote it.
 
 `RESULTS/{model}/eval/{method}-w{bits}/ppl-{dataset}.json` holds perplexity, KL divergence
 and top-1 agreement to the fp model; `.../tasks.json` the lm-eval accuracies;
-`RESULTS/{model}/calib/{name}.summary.json` a calibration set's σ and expert usage.
+`RESULTS/{model}/calib/{name}.summary.json` a calibration set's σ and expert usage. Those
+paths are the workflow's own (`moequant/plan/layout.py`), used here, not restated; a
+folder is searched with the same path, `*` in place of the name looked for.
 Readers accept the few shapes these files have had (flat or nested under `metrics` /
 `results`, lm-eval's `acc,none` keys) so old results keep rendering.
 """
@@ -11,14 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 from moequant.errors import UsageError
+from moequant.plan.layout import CALIB_SUMMARY, Layout, parse_variant, ppl_dataset
 
-FP_BITS = 16
-_VARIANT = re.compile(r"^(?P<method>.+)-w(?P<bits>\d+)$")
 TASK_METRICS = ("acc", "exact_match", "pass@1", "pass_at_1", "acc_norm", "accuracy")
 
 
@@ -100,39 +100,47 @@ class ResultsLayout:
         self.root = Path(root)
         if not self.root.is_dir():
             raise UsageError(f"results folder {str(self.root)!r} does not exist")
+        self.paths = Layout(str(self.root))
+
+    @staticmethod
+    def _glob(pattern: str) -> list[Path]:
+        """The files matching a layout path with `*` for its last name (the folder is taken
+        literally: a hand-made folder's names may hold glob characters)."""
+        path = Path(pattern)
+        return sorted(path.parent.glob(path.name))
 
     def eval_dir(self, model: str, method: str, bits: int) -> Path:
-        return self.root / model / "eval" / f"{method}-w{bits}"
+        return Path(self.paths.eval_dir(model, method, bits))
 
     def ppl_file(self, model: str, method: str, bits: int, dataset: str) -> Path:
-        return self.eval_dir(model, method, bits) / f"ppl-{dataset}.json"
+        return Path(self.paths.ppl_file(model, method, bits, dataset))
 
     def tasks_file(self, model: str, method: str, bits: int) -> Path:
-        return self.eval_dir(model, method, bits) / "tasks.json"
+        return Path(self.paths.tasks_file(model, method, bits))
 
     def calib_summary(self, model: str, calibration: str) -> Path:
-        return self.root / model / "calib" / f"{calibration}.summary.json"
+        return Path(self.paths.calib_summary(model, calibration))
 
     def models(self) -> list[str]:
-        return sorted(p.parent.name for p in self.root.glob("*/eval") if p.is_dir())
+        return sorted(p.name for p in self.root.iterdir() if Path(self.paths.evaluations_dir(p.name)).is_dir())
 
     def variants(self, model: str) -> list[tuple[str, int]]:
         found = []
-        for path in sorted((self.root / model / "eval").glob("*-w*")):
-            match = _VARIANT.match(path.name)
-            if match and path.is_dir():
-                found.append((match["method"], int(match["bits"])))
+        for path in self._glob(self.paths.eval_dir(model, "*", "*")):
+            parsed = parse_variant(path.name)
+            if parsed and path.is_dir():
+                found.append(parsed)
         return found
 
     def ppl_datasets(self, model: str, method: str, bits: int) -> list[str]:
-        return sorted(p.name[len("ppl-") : -len(".json")] for p in self.eval_dir(model, method, bits).glob("ppl-*.json"))
+        return sorted(ppl_dataset(p.name) for p in self._glob(self.paths.ppl_file(model, method, bits, "*")))
 
     def task_names(self, model: str, method: str, bits: int) -> list[str]:
         path = self.tasks_file(model, method, bits)
         return sorted(task_accuracies(read_json(path))) if path.is_file() else []
 
     def calibration_sets(self, model: str) -> list[str]:
-        return sorted(p.name[: -len(".summary.json")] for p in (self.root / model / "calib").glob("*.summary.json"))
+        return sorted(p.name[: -len(CALIB_SUMMARY)] for p in self._glob(self.paths.calib_summary(model, "*")))
 
     def ppl(self, model: str, method: str, bits: int, dataset: str) -> dict[str, float]:
         path = self.ppl_file(model, method, bits, dataset)

@@ -15,7 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from moequant.report.layout import FP_BITS, ResultsLayout  # noqa: E402
+from moequant.plan.layout import FP_BITS  # noqa: E402
+from moequant.report.layout import ResultsLayout  # noqa: E402
 from moequant.report.spec import ReportSpec  # noqa: E402
 
 

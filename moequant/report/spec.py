@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from moequant.errors import UsageError
-from moequant.report.layout import FP_BITS, ResultsLayout
+from moequant.plan.layout import FP_BITS
+from moequant.report.layout import ResultsLayout
 
 
 @dataclass

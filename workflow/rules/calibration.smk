@@ -3,23 +3,23 @@
 
 rule calibrate:
     input:
-        calibrate_inputs,
+        lambda wc: PLAN.inputs.calibrate(wc.model, wc.calib),
     output:
-        samples=calib_file("{model}", "{calib}"),
-        summary=calib_summary("{model}", "{calib}"),
+        samples=PLAN.paths.calib_file("{model}", "{calib}"),
+        summary=PLAN.paths.calib_summary("{model}", "{calib}"),
     params:
-        model=lambda wc: base_model(wc.model),
-        args=lambda wc: calibrate_args(wc.model, wc.calib),
+        model=lambda wc: PLAN.inputs.base_model(wc.model),
+        args=lambda wc: PLAN.args.calibrate(wc.model, wc.calib),
         code=CODE["calibrate"],
     log:
-        log_path("{model}", "calibrate", "{calib}"),
+        PLAN.paths.log("{model}", "calibrate", "{calib}"),
     benchmark:
-        bench_path("{model}", "calibrate", "{calib}")
-    threads: stage("calibrate", "threads")
+        PLAN.paths.benchmark("{model}", "calibrate", "{calib}")
+    threads: PLAN.resources.stage("calibrate", "threads")
     resources:
-        mem_mb=stage("calibrate", "mem_mb"),
-        runtime=stage("calibrate", "runtime"),
-        gpu=stage("calibrate", "gpu"),
+        mem_mb=PLAN.resources.stage("calibrate", "mem_mb"),
+        runtime=PLAN.resources.stage("calibrate", "runtime"),
+        gpu=PLAN.resources.stage("calibrate", "gpu"),
     conda:
         CONDA_ENV
     shell:

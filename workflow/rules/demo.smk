@@ -3,19 +3,19 @@
 
 rule build_demo:
     output:
-        directory(model_dir("{model}")),
+        directory(PLAN.paths.model_dir("{model}")),
     params:
-        args=lambda wc: demo_args(wc.model),
+        args=lambda wc: PLAN.args.demo(wc.model),
         code=CODE["demo"],
     log:
-        log_path("{model}", "build_demo"),
+        PLAN.paths.log("{model}", "build_demo"),
     benchmark:
-        bench_path("{model}", "build_demo")
-    threads: stage("build_demo", "threads")
+        PLAN.paths.benchmark("{model}", "build_demo")
+    threads: PLAN.resources.stage("build_demo", "threads")
     resources:
-        mem_mb=stage("build_demo", "mem_mb"),
-        runtime=stage("build_demo", "runtime"),
-        gpu=stage("build_demo", "gpu"),
+        mem_mb=PLAN.resources.stage("build_demo", "mem_mb"),
+        runtime=PLAN.resources.stage("build_demo", "runtime"),
+        gpu=PLAN.resources.stage("build_demo", "gpu"),
     conda:
         CONDA_ENV
     shell:

@@ -9,25 +9,25 @@ ruleorder: evaluate > eval_tasks
 
 rule evaluate:
     input:
-        evaluate_inputs,
+        lambda wc: PLAN.inputs.evaluate(*evaluated(wc)),
     output:
-        [os.path.join(RESULTS, "{evaluated}", f"ppl-{dataset}.json") for dataset in DATASETS],
-        os.path.join(RESULTS, "{evaluated}", "tasks.json"),
+        [PLAN.paths.evaluated_ppl_file("{evaluated}", dataset) for dataset in PLAN.datasets],
+        PLAN.paths.evaluated_tasks_file("{evaluated}"),
     wildcard_constraints:
-        evaluated=_alternatives(EVALUATED_WITH_TASKS),
+        evaluated=alternatives(PLAN.targets.evaluated_with_tasks),
     params:
-        model=lambda wc: model_under_test(*evaluated(wc)),
-        args=evaluate_args,
+        model=lambda wc: PLAN.inputs.model_under_test(*evaluated(wc)),
+        args=lambda wc: PLAN.args.evaluate(*evaluated(wc)),
         code=CODE["evaluate"],
     log:
-        log_path("{evaluated}", "evaluate"),
+        PLAN.paths.log("{evaluated}", "evaluate"),
     benchmark:
-        bench_path("{evaluated}", "evaluate")
-    threads: evaluate_resource("threads")
+        PLAN.paths.benchmark("{evaluated}", "evaluate")
+    threads: PLAN.resources.evaluate("threads")
     resources:
-        mem_mb=evaluate_resource("mem_mb"),
-        runtime=evaluate_resource("runtime"),
-        gpu=evaluate_resource("gpu"),
+        mem_mb=PLAN.resources.evaluate("mem_mb"),
+        runtime=PLAN.resources.evaluate("runtime"),
+        gpu=PLAN.resources.evaluate("gpu"),
     conda:
         CONDA_ENV
     shell:
@@ -37,23 +37,23 @@ rule evaluate:
 
 rule eval_ppl:
     input:
-        eval_ppl_inputs,
+        lambda wc: PLAN.inputs.eval_ppl(wc.model, wc.method, wc.bits),
     output:
-        [ppl_file("{model}", "{method}", "{bits}", dataset) for dataset in DATASETS],
+        [PLAN.paths.ppl_file("{model}", "{method}", "{bits}", dataset) for dataset in PLAN.datasets],
     params:
-        model=lambda wc: model_under_test(wc.model, wc.method, wc.bits),
-        args=lambda wc: eval_ppl_args(wc.model, wc.method),
-        out=lambda wc: eval_ppl_out(wc.model, wc.method, wc.bits),
+        model=lambda wc: PLAN.inputs.model_under_test(wc.model, wc.method, wc.bits),
+        args=lambda wc: PLAN.args.eval_ppl(wc.model, wc.method),
+        out=lambda wc: PLAN.args.eval_ppl_out(wc.model, wc.method, wc.bits),
         code=CODE["eval_ppl"],
     log:
-        log_path("{model}", "eval", "{method}-w{bits}", "ppl"),
+        PLAN.paths.log("{model}", "eval", "{method}-w{bits}", "ppl"),
     benchmark:
-        bench_path("{model}", "eval", "{method}-w{bits}", "ppl")
-    threads: stage("eval_ppl", "threads")
+        PLAN.paths.benchmark("{model}", "eval", "{method}-w{bits}", "ppl")
+    threads: PLAN.resources.stage("eval_ppl", "threads")
     resources:
-        mem_mb=stage("eval_ppl", "mem_mb"),
-        runtime=stage("eval_ppl", "runtime"),
-        gpu=stage("eval_ppl", "gpu"),
+        mem_mb=PLAN.resources.stage("eval_ppl", "mem_mb"),
+        runtime=PLAN.resources.stage("eval_ppl", "runtime"),
+        gpu=PLAN.resources.stage("eval_ppl", "gpu"),
     conda:
         CONDA_ENV
     shell:
@@ -63,21 +63,21 @@ rule eval_ppl:
 
 rule make_tasks:
     input:
-        model_dir("{model}"),
+        PLAN.paths.model_dir("{model}"),
     output:
-        directory(tasks_dir("{model}")),
+        directory(PLAN.paths.tasks_dir("{model}")),
     params:
-        docs=TASKS["docs"],
+        docs=PLAN.tasks["docs"],
         code=CODE["make_tasks"],
     log:
-        log_path("{model}", "make_tasks"),
+        PLAN.paths.log("{model}", "make_tasks"),
     benchmark:
-        bench_path("{model}", "make_tasks")
-    threads: stage("make_tasks", "threads")
+        PLAN.paths.benchmark("{model}", "make_tasks")
+    threads: PLAN.resources.stage("make_tasks", "threads")
     resources:
-        mem_mb=stage("make_tasks", "mem_mb"),
-        runtime=stage("make_tasks", "runtime"),
-        gpu=stage("make_tasks", "gpu"),
+        mem_mb=PLAN.resources.stage("make_tasks", "mem_mb"),
+        runtime=PLAN.resources.stage("make_tasks", "runtime"),
+        gpu=PLAN.resources.stage("make_tasks", "gpu"),
     conda:
         CONDA_ENV
     shell:
@@ -86,22 +86,22 @@ rule make_tasks:
 
 rule eval_tasks:
     input:
-        eval_tasks_inputs,
+        lambda wc: PLAN.inputs.eval_tasks(wc.model, wc.method, wc.bits),
     output:
-        tasks_file("{model}", "{method}", "{bits}"),
+        PLAN.paths.tasks_file("{model}", "{method}", "{bits}"),
     params:
-        model=lambda wc: model_under_test(wc.model, wc.method, wc.bits),
-        args=lambda wc: eval_tasks_args(wc.model),
+        model=lambda wc: PLAN.inputs.model_under_test(wc.model, wc.method, wc.bits),
+        args=lambda wc: PLAN.args.eval_tasks(wc.model),
         code=CODE["eval_tasks"],
     log:
-        log_path("{model}", "eval", "{method}-w{bits}", "tasks"),
+        PLAN.paths.log("{model}", "eval", "{method}-w{bits}", "tasks"),
     benchmark:
-        bench_path("{model}", "eval", "{method}-w{bits}", "tasks")
-    threads: stage("eval_tasks", "threads")
+        PLAN.paths.benchmark("{model}", "eval", "{method}-w{bits}", "tasks")
+    threads: PLAN.resources.stage("eval_tasks", "threads")
     resources:
-        mem_mb=stage("eval_tasks", "mem_mb"),
-        runtime=stage("eval_tasks", "runtime"),
-        gpu=stage("eval_tasks", "gpu"),
+        mem_mb=PLAN.resources.stage("eval_tasks", "mem_mb"),
+        runtime=PLAN.resources.stage("eval_tasks", "runtime"),
+        gpu=PLAN.resources.stage("eval_tasks", "gpu"),
     conda:
         CONDA_ENV
     shell:

@@ -6,22 +6,22 @@
 
 rule quantize:
     input:
-        quantize_inputs,
+        lambda wc: PLAN.inputs.quantize(wc.model, wc.method),
     output:
-        directory(quant_dir("{model}", "{method}", "{bits}")),
+        directory(PLAN.paths.quant_dir("{model}", "{method}", "{bits}")),
     params:
-        model=lambda wc: quantize_source(wc.model, wc.method),
-        args=lambda wc: quantize_args(wc.model, wc.method, wc.bits),
+        model=lambda wc: PLAN.inputs.quantize_source(wc.model, wc.method),
+        args=lambda wc: PLAN.args.quantize(wc.model, wc.method, wc.bits),
         code=CODE["quantize"],
     log:
-        log_path("{model}", "quantize", "{method}-w{bits}"),
+        PLAN.paths.log("{model}", "quantize", "{method}-w{bits}"),
     benchmark:
-        bench_path("{model}", "quantize", "{method}-w{bits}")
-    threads: stage("quantize", "threads")
+        PLAN.paths.benchmark("{model}", "quantize", "{method}-w{bits}")
+    threads: PLAN.resources.stage("quantize", "threads")
     resources:
-        mem_mb=stage("quantize", "mem_mb"),
-        runtime=stage("quantize", "runtime"),
-        gpu=stage("quantize", "gpu"),
+        mem_mb=PLAN.resources.stage("quantize", "mem_mb"),
+        runtime=PLAN.resources.stage("quantize", "runtime"),
+        gpu=PLAN.resources.stage("quantize", "gpu"),
     conda:
         CONDA_ENV
     shell:

@@ -3,13 +3,13 @@
 
 rule table_spec:
     output:
-        f"{RESULTS}/tables/spec.json",
+        PLAN.paths.spec_file(),
     params:
-        spec=report_spec(),
+        spec=PLAN.targets.report_spec(),
     log:
-        log_path("table_spec"),
+        PLAN.paths.log("table_spec"),
     benchmark:
-        bench_path("table_spec")
+        PLAN.paths.benchmark("table_spec")
     threads: 1
     resources:
         mem_mb=500,
@@ -22,24 +22,24 @@ rule table_spec:
 
 rule tables:
     input:
-        spec=f"{RESULTS}/tables/spec.json",
-        evaluations=evaluation_files(),
-        calibration=calibration_summaries(),
+        spec=PLAN.paths.spec_file(),
+        evaluations=PLAN.targets.evaluation_files(),
+        calibration=PLAN.targets.calibration_summaries(),
     output:
-        [report_item(path) for path in table_outputs()],
+        [report_item(path) for path in PLAN.targets.table_outputs()],
     params:
         results=lambda wc, input: str(Path(input.spec).parents[1]),
         out=lambda wc, output: str(Path(output[0]).parent),
         code=CODE["tables"],
     log:
-        log_path("tables"),
+        PLAN.paths.log("tables"),
     benchmark:
-        bench_path("tables")
-    threads: stage("tables", "threads")
+        PLAN.paths.benchmark("tables")
+    threads: PLAN.resources.stage("tables", "threads")
     resources:
-        mem_mb=stage("tables", "mem_mb"),
-        runtime=stage("tables", "runtime"),
-        gpu=stage("tables", "gpu"),
+        mem_mb=PLAN.resources.stage("tables", "mem_mb"),
+        runtime=PLAN.resources.stage("tables", "runtime"),
+        gpu=PLAN.resources.stage("tables", "gpu"),
     conda:
         CONDA_ENV
     shell:

@@ -3,22 +3,22 @@
 
 rule rotate:
     input:
-        lambda wc: base_model_inputs(wc.model),
+        lambda wc: PLAN.inputs.base_model_files(wc.model),
     output:
-        directory(rotated_dir("{model}")),
+        directory(PLAN.paths.rotated_dir("{model}")),
     params:
-        model=lambda wc: base_model(wc.model),
-        args=lambda wc: rotate_args(wc.model),
+        model=lambda wc: PLAN.inputs.base_model(wc.model),
+        args=lambda wc: PLAN.args.rotate(wc.model),
         code=CODE["rotate"],
     log:
-        log_path("{model}", "rotate"),
+        PLAN.paths.log("{model}", "rotate"),
     benchmark:
-        bench_path("{model}", "rotate")
-    threads: stage("rotate", "threads")
+        PLAN.paths.benchmark("{model}", "rotate")
+    threads: PLAN.resources.stage("rotate", "threads")
     resources:
-        mem_mb=stage("rotate", "mem_mb"),
-        runtime=stage("rotate", "runtime"),
-        gpu=stage("rotate", "gpu"),
+        mem_mb=PLAN.resources.stage("rotate", "mem_mb"),
+        runtime=PLAN.resources.stage("rotate", "runtime"),
+        gpu=PLAN.resources.stage("rotate", "gpu"),
     conda:
         CONDA_ENV
     shell:
