@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 from moequant.errors import UsageError
-from moequant.models import check_model_type
+from moequant.models import adapt, check_model_type
 from moequant.models.config import load_config
-from moequant.models.files import check_model_files
-from moequant.quant.checkpoint import is_quantized_checkpoint, load_quantized
+from moequant.models.files import INDEX_FILE, SINGLE_FILE, check_model_files, check_safetensors, read_weight_map
+from moequant.models.streaming import OffloadedLayers, detach_from_files, offload_device_map, offload_index_reader
+from moequant.quant.checkpoint import is_quantized_checkpoint, load_quantized, revert_names
 from moequant.rotation.artifact import restore_online_hadamard
 
 
@@ -45,6 +46,71 @@ def load_model(
     if Path(source).is_dir():
         restore_online_hadamard(model, source)
     return model
+
+
+def load_streaming(
+    spec: str, offload: Path, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
+) -> tuple[nn.Module, OffloadedLayers]:
+    """The model behind `spec` with every decoder layer on disk, and the handle that loads one at a time.
+
+    transformers' own loader does the offload (so each family's weight conversion applies);
+    tensors it had to convert are re-saved under `offload`, the rest are read from the
+    source shards where they lie.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if is_quantized_checkpoint(spec):
+        raise UsageError(f"{spec!r} is already a quantized checkpoint; streaming reads full-precision models")
+    config = load_config(spec, trust_remote_code)
+    source = _model_directory(spec)
+    check_model_type(config)
+    check_model_files(source)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    prefixes = adapt(skeleton).layer_prefixes()
+    device_map = offload_device_map(skeleton, list(prefixes.values()))
+    offload.mkdir(parents=True, exist_ok=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(source), dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map,
+            offload_folder=str(offload),
+        ).eval()
+        names, read = offload_index_reader(model)
+    except (ValueError, KeyError):
+        _name_missing_tensor(skeleton, list(prefixes.values()), source)
+        raise
+    del skeleton
+    detach_from_files(model)
+    restore_online_hadamard(model, source)
+    return model, OffloadedLayers(model, prefixes, names, read, str(source))
+
+
+def _model_directory(spec: str) -> Path:
+    """The directory whose shards hold `spec`'s weights: the directory itself, or a Hub id's cached snapshot."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(spec, local_files_only=True, allow_patterns=["*.json", "*.safetensors", "*.py"]))
+    except Exception as err:  # the hub client raises several unrelated types for "not cached"
+        raise UsageError(f"streaming reads the shards of {spec!r}, which are not in the local Hugging Face cache ({type(err).__name__})") from None
+
+
+def _name_missing_tensor(skeleton: nn.Module, layer_prefixes: list[str], source: Path) -> None:
+    """When the offloading load fails, say which decoder-layer tensor the shards lack (if that is why).
+
+    accelerate fails on such a tensor with a message that names neither tensor nor file.
+
+    The names a layer's tensors have on disk are the model's own names with transformers'
+    conversion reverted, which works on the meta skeleton without reading any weight.
+    """
+    state = {k: v for k, v in skeleton.state_dict().items() if any(k.startswith(f"{p}.") for p in layer_prefixes)}
+    present = read_weight_map(source) if (source / INDEX_FILE).is_file() else check_safetensors(source / SINGLE_FILE)
+    missing = sorted(set(revert_names(skeleton, state)) - set(present))
+    if missing:
+        raise UsageError(f"tensor {missing[0]!r} is missing from the weight files in {str(source)!r}")
 
 
 def load_tokenizer(spec: str, trust_remote_code: bool = False):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -54,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
                         help="do not keep finished layers in OUT.journal/ for a rerun to continue from")
+    parser.add_argument("--stream", action="store_true",
+                        help="models larger than host memory: read one decoder layer at a time from the model "
+                             "directory's shards and write its checkpoint shard as soon as it is quantized "
+                             "(converted tensors are staged in OUT.offload/)")
 
 
 def _source_metadata(model: str) -> dict[str, object]:
@@ -130,9 +135,11 @@ def _skeleton_adapter(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from moequant.calib.records import read_calibration
-    from moequant.loading import load_model, load_tokenizer
-    from moequant.quant.checkpoint import save_quantized, servability
+    from moequant.artifacts import atomic_dir
+    from moequant.loading import load_model, load_streaming, load_tokenizer
     from moequant.memory import say_peaks
+    from moequant.models.streaming import offload_folder
+    from moequant.quant.checkpoint import CheckpointWriter, StreamedLayers, save_quantized, servability
     from moequant.progress import say
     from moequant.quant.config import QuantConfig
     from moequant.quant.driver import check_groupsize, memory_plan
@@ -180,35 +187,49 @@ def run(args: argparse.Namespace) -> int:
             "seqlen": int(calib.shape[1]),
             "source": summary.get("source"),
         }
-    memory = memory_plan(skeleton, int(calib.numel()) if calib is not None else 0, dtype, config)
+    memory = memory_plan(skeleton, int(calib.numel()) if calib is not None else 0, dtype, config, args.stream)
     say("quantize", f"memory plan: {memory.describe()}")
     memory.check()
-    model = load_model(args.model, dtype=dtype, trust_remote_code=args.trust_remote_code)
-    started = time.time()
     journal = None
     if args.resume and algorithm.needs_calibration:
         journal = LayerJournal(Path(f"{args.out}.journal"), _journal_fingerprint(args, config, calibration, dtype))
-        result = algorithm.quantize(model, calib, config, journal=journal)
+    options = {"journal": journal} if journal is not None else {}
+
+    def metadata(seconds: float) -> dict:
+        return {
+            "method": config.algo,
+            "wbits": config.wbits,
+            "groupsize": config.groupsize,
+            "sym": config.sym,
+            "clip": config.clip,
+            "scale_dtype": config.scale_dtype,
+            "damp": config.damp,
+            "config": config.to_dict(),
+            "calibration": calibration,
+            "source_model": args.model,
+            "source": _source_metadata(args.model),
+            "trust_remote_code": args.trust_remote_code,
+            "seconds": round(seconds, 3),
+            "torch_version": torch.__version__,
+            "memory": {**memory.report(), **say_peaks("quantize", memory.device)},
+        }
+
+    if args.stream:
+        offload = offload_folder(Path(args.out))
+        try:
+            model, offloaded = load_streaming(args.model, offload, dtype, args.trust_remote_code)
+            started = time.time()
+            with atomic_dir(args.out) as tmp:
+                writer = CheckpointWriter(tmp, model)
+                result = algorithm.quantize(model, calib, config, store=StreamedLayers(offloaded, writer), **options)
+                writer.finish(result, metadata(time.time() - started), tokenizer)
+        finally:
+            shutil.rmtree(offload, ignore_errors=True)
     else:
-        result = algorithm.quantize(model, calib, config)
-    metadata = {
-        "method": config.algo,
-        "wbits": config.wbits,
-        "groupsize": config.groupsize,
-        "sym": config.sym,
-        "clip": config.clip,
-        "scale_dtype": config.scale_dtype,
-        "damp": config.damp,
-        "config": config.to_dict(),
-        "calibration": calibration,
-        "source_model": args.model,
-        "source": _source_metadata(args.model),
-        "trust_remote_code": args.trust_remote_code,
-        "seconds": round(time.time() - started, 3),
-        "torch_version": torch.__version__,
-        "memory": {**memory.report(), **say_peaks("quantize", memory.device)},
-    }
-    save_quantized(args.out, model, result, metadata, tokenizer)
+        model = load_model(args.model, dtype=dtype, trust_remote_code=args.trust_remote_code)
+        started = time.time()
+        result = algorithm.quantize(model, calib, config, **options)
+        save_quantized(args.out, model, result, metadata(time.time() - started), tokenizer)
     if journal is not None:
         journal.remove()
     summary = result.summary()

@@ -352,6 +352,11 @@ class ModelAdapter:
                     f"{'; '.join(layer.fold_blockers)}; it is refused rather than applied approximately"
                 )
 
+    def layer_prefixes(self) -> dict[int, str]:
+        """Layer index → the decoder layer's module name (the prefix of its tensors' names)."""
+        names = {id(module): name for name, module in self.model.named_modules()}
+        return {layer.index: names[id(layer.module)] for layer in self.layers}
+
     @property
     def moe_layers(self) -> list[DecoderLayer]:
         return [layer for layer in self.layers if layer.is_moe]

@@ -69,7 +69,8 @@ class Arguments:
         args = [f"--algo {entry['algorithm']}", f"--wbits {bits}"]
         if entry["calibration"] is not None:
             args.append(f"--calib {self.layout.calib_file(model, entry['calibration'])}")
-        return " ".join(args + option_flags(entry["options"]) + self._remote_code(model))
+        stream = ["--stream"] if self.config["models"][model].get("stream") else []
+        return " ".join(args + option_flags(entry["options"]) + stream + self._remote_code(model))
 
     def eval_ppl(self, model: str, method: str) -> str:
         """Every configured dataset in one job: the model (and the fp reference) is loaded once."""

@@ -37,6 +37,7 @@ from moequant.quant.awq_search import (
 )
 from moequant.quant.config import QuantConfig
 from moequant.quant.driver import LayerContext, stream_quantize
+from moequant.quant.layer_store import LayerStore
 from moequant.quant.journal import LayerJournal
 from moequant.quant.algorithm import Algorithm
 from moequant.quant.report import QuantResult, ReportRow
@@ -370,11 +371,17 @@ class AWQLayer:
 
 
 def _algorithm(weighted: bool) -> Callable[..., QuantResult]:
-    def quantize(model: nn.Module, calib: torch.Tensor | None, config: QuantConfig, journal: LayerJournal | None = None) -> QuantResult:
+    def quantize(
+        model: nn.Module,
+        calib: torch.Tensor | None,
+        config: QuantConfig,
+        journal: LayerJournal | None = None,
+        store: LayerStore | None = None,
+    ) -> QuantResult:
         assert calib is not None
         AWQSettings.from_extra(config.extra)
         adapt(model).check_foldable("AWQ")
-        return stream_quantize(model, calib, config, AWQLayer(weighted), journal)
+        return stream_quantize(model, calib, config, AWQLayer(weighted), journal, store)
 
     return quantize
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,11 @@ from torch import nn
 import moequant
 from moequant.artifacts import atomic_dir, write_json
 from moequant.errors import UsageError
-from moequant.models import ModelAdapter, adapt
+from moequant.models import DecoderLayer, adapt
+from moequant.models.streaming import OffloadedLayers
 from moequant.models.files import INDEX_FILE, read_weight_map
 from moequant.quant.grid import QuantizedWeight, pack
-from moequant.quant.report import QuantResult, write_report
+from moequant.quant.report import PackedWeight, QuantResult, write_report
 from moequant.quant.targets import LayerTargets, Target
 
 FORMAT = "compressed-tensors/pack-quantized"
@@ -60,11 +60,6 @@ def shard_name(index: int, count: int) -> str:
 def _span(tensor: torch.Tensor) -> tuple[int, int]:
     start = tensor.data_ptr()
     return start, start + tensor.numel() * tensor.element_size()
-
-
-def _layer_prefixes(adapter: ModelAdapter) -> list[str]:
-    names = {id(module): name for name, module in adapter.model.named_modules()}
-    return [names[id(layer.module)] for layer in adapter.layers]
 
 
 def revert_names(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -197,23 +192,23 @@ def quantization_config(bits: int, groupsize: int, ignore: list[str]) -> Any:
     )
 
 
-def _grid_of(result: QuantResult) -> tuple[int, int, str]:
-    """(bits, groupsize, scale dtype) shared by every weight; refuses what pack-quantized cannot hold.
+def _grid_of(weights: dict[str, PackedWeight]) -> tuple[int, int, str]:
+    """(bits, groupsize, scale dtype) shared by `weights`; refuses what pack-quantized cannot hold.
 
     One scale per row is the channel strategy (groupsize −1) whatever the row length.
     """
-    for address, weight in result.weights.items():
+    for address, weight in weights.items():
         if not weight.sym:
             raise UsageError(
                 f"{address} has an asymmetric grid: stock transformers cannot load asymmetric pack-quantized "
                 "weights; quantize with a symmetric grid"
             )
-    weights = list(result.weights.values())
-    if not weights:
+    found = list(weights.values())
+    if not found:
         raise UsageError("nothing was quantized; there is no checkpoint to write")
-    channel = all(w.scale.shape[-1] == 1 for w in weights)
-    groups = {-1} if channel else {w.shape[-1] // w.scale.shape[-1] for w in weights}
-    grids = {(w.bits, str(w.scale.dtype).removeprefix("torch.")) for w in weights}
+    channel = all(w.scale.shape[-1] == 1 for w in found)
+    groups = {-1} if channel else {w.shape[-1] // w.scale.shape[-1] for w in found}
+    grids = {(w.bits, str(w.scale.dtype).removeprefix("torch.")) for w in found}
     if len(grids) != 1 or len(groups) != 1:
         raise UsageError(f"a checkpoint holds one grid; these weights use {sorted(grids)} with groups {sorted(groups)}")
     (bits, scale_dtype), groupsize = grids.pop(), groups.pop()
@@ -229,19 +224,100 @@ def servability(bits: int) -> dict[str, Any]:
     }
 
 
-def _write_shards(tmp: Path, shards: Iterator[dict[str, torch.Tensor]], count: int) -> dict[str, Any]:
-    from safetensors.torch import save_file
+class CheckpointWriter:
+    """Writes a checkpoint into `directory` one decoder layer at a time, then what lies outside the layers.
 
-    weight_map, total = {}, 0
-    for index, tensors in enumerate(shards, start=1):
-        name = shard_name(index, count)
-        save_file(tensors, str(tmp / name), metadata={"format": "pt"})
-        weight_map.update({key: name for key in tensors})
-        total += sum(t.numel() * t.element_size() for t in tensors.values())
-    return {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    Shard 1 holds the tensors outside the decoder layers and shard k+2 layer k, so a layer can
+    be written (and its codes dropped) as soon as it is quantized: a streamed model never holds
+    more than one layer's codes, and an in-memory model is written the same way at the end.
+    """
+
+    def __init__(self, directory: Path, model: nn.Module) -> None:
+        self.directory, self.model = directory, model
+        self.adapter = adapt(model)
+        self.prefixes = self.adapter.layer_prefixes()
+        self.count = len(self.prefixes) + 1
+        self.weight_map: dict[str, str] = {}
+        self.total = 0
+        self.ignore = ["lm_head"]
+        self.grid: tuple[int, int, str] | None = None
+
+    def _shard(self, index: int, tensors: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        name = shard_name(index, self.count)
+        save_file(tensors, str(self.directory / name), metadata={"format": "pt"})
+        self.weight_map.update({key: name for key in tensors})
+        self.total += sum(t.numel() * t.element_size() for t in tensors.values())
+
+    @torch.no_grad()
+    def write_layer(self, layer: DecoderLayer, result: QuantResult) -> None:
+        """Shard of `layer`, which must hold its dequantized weights; codes and scales come from `result`."""
+        prefix = self.prefixes[layer.index]
+        mine = {a: w for a, w in result.weights.items() if a.startswith(f"layers.{layer.index}.")}
+        grid = _grid_of(mine)
+        if self.grid is not None and grid != self.grid:
+            raise UsageError(f"a checkpoint holds one grid; layer {layer.index} uses {grid}, earlier layers {self.grid}")
+        self.grid = grid
+        state = {f"{prefix}.{k}": v for k, v in layer.module.state_dict().items()}
+        tensors, routing = _LayerExport(self.model, prefix, state, LayerTargets.of(layer, True), result, grid[0]).tensors()
+        self.ignore.extend(routing)
+        self._shard(layer.index + 2, tensors)
+
+    @torch.no_grad()
+    def finish(self, result: QuantResult, metadata: dict[str, Any], tokenizer: Any | None) -> None:
+        """Everything but the layers' shards: the outside tensors, config, index, report and marker."""
+        from compressed_tensors.compressors import ModelCompressor
+
+        if self.grid is None:
+            raise UsageError("nothing was quantized; there is no checkpoint to write")
+        bits, groupsize, scale_dtype = self.grid
+        outside, tied = _outside_layers(self.model, self.model.state_dict(), list(self.prefixes.values()))
+        self._shard(1, outside)
+        payload = {
+            "format": FORMAT,
+            "moequant_version": moequant.__version__,
+            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "trust_remote_code": bool(getattr(self.model.config, "auto_map", None)),
+            **metadata,
+            "grid": {"bits": bits, "groupsize": groupsize, "sym": True, "scale_dtype": scale_dtype},
+            "servable": servability(bits),
+            "tied": tied,
+            "summary": result.summary(),
+        }
+        self.model.config.save_pretrained(self.directory)
+        if getattr(self.model.config, "auto_map", None):
+            from transformers.dynamic_module_utils import custom_object_save
+
+            custom_object_save(self.model, self.directory, config=self.model.config)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(self.directory)
+        index = {"metadata": {"total_size": self.total}, "weight_map": dict(sorted(self.weight_map.items()))}
+        write_json(self.directory / INDEX_FILE, index)
+        ModelCompressor(quantization_config=quantization_config(bits, groupsize, self.ignore)).update_config(
+            str(self.directory)
+        )
+        write_report(self.directory / REPORT_FILE, result.rows)
+        write_json(self.directory / QUANTIZED_MARKER, payload)
 
 
-@torch.no_grad()
+class StreamedLayers:
+    """The layer store of a streamed model: each layer is read from disk, quantized, written to its shard and freed."""
+
+    def __init__(self, offloaded: OffloadedLayers, writer: CheckpointWriter) -> None:
+        self.offloaded, self.writer = offloaded, writer
+
+    def load(self, layer: DecoderLayer) -> None:
+        self.offloaded.load(layer.index, layer.module)
+
+    def store(self, layer: DecoderLayer, result: QuantResult) -> None:
+        """Write the layer, then drop its tensors and its codes: host memory stays flat in depth."""
+        self.writer.write_layer(layer, result)
+        self.offloaded.release(layer.index, layer.module)
+        for address in [a for a in result.weights if a.startswith(f"layers.{layer.index}.")]:
+            del result.weights[address]
+
+
 def save_quantized(
     out_dir: str | Path,
     model: nn.Module,
@@ -254,46 +330,12 @@ def save_quantized(
     `model` must hold the dequantized weights (every algorithm writes them back in place):
     dense tensors are taken from it, codes and scales from `result`.
     """
-    from compressed_tensors.compressors import ModelCompressor
-
-    bits, groupsize, scale_dtype = _grid_of(result)
-    adapter = adapt(model)
-    prefixes = _layer_prefixes(adapter)
-    state = model.state_dict()
-    outside, tied = _outside_layers(model, state, prefixes)
-    ignore = ["lm_head"]
-
-    def shards() -> Iterator[dict[str, torch.Tensor]]:
-        yield outside
-        for layer, prefix in zip(adapter.layers, prefixes):
-            export = _LayerExport(model, prefix, state, LayerTargets.of(layer, True), result, bits)
-            tensors, routing = export.tensors()
-            ignore.extend(routing)
-            yield tensors
-
-    payload = {
-        "format": FORMAT,
-        "moequant_version": moequant.__version__,
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "trust_remote_code": bool(getattr(model.config, "auto_map", None)),
-        **metadata,
-        "grid": {"bits": bits, "groupsize": groupsize, "sym": True, "scale_dtype": scale_dtype},
-        "servable": servability(bits),
-        "tied": tied,
-        "summary": result.summary(),
-    }
+    _grid_of(result.weights)
     with atomic_dir(out_dir) as tmp:
-        model.config.save_pretrained(tmp)
-        if getattr(model.config, "auto_map", None):
-            from transformers.dynamic_module_utils import custom_object_save
-
-            custom_object_save(model, tmp, config=model.config)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        write_json(tmp / INDEX_FILE, _write_shards(tmp, shards(), len(prefixes) + 1))
-        ModelCompressor(quantization_config=quantization_config(bits, groupsize, ignore)).update_config(str(tmp))
-        write_report(tmp / REPORT_FILE, result.rows)
-        write_json(tmp / QUANTIZED_MARKER, payload)
+        writer = CheckpointWriter(tmp, model)
+        for layer in writer.adapter.layers:
+            writer.write_layer(layer, result)
+        writer.finish(result, metadata, tokenizer)
     return Path(out_dir)
 
 

@@ -26,6 +26,7 @@ from moequant.progress import each, say
 from moequant.quant.config import QuantConfig
 from moequant.quant.hessian import check_finite_activations
 from moequant.quant.journal import LayerJournal
+from moequant.quant.layer_store import LayerStore
 from moequant.quant.report import QuantResult
 from moequant.quant.targets import LayerTargets, model_targets
 from moequant.runtime import resolve_device
@@ -180,13 +181,17 @@ def _device_of(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def memory_plan(adapter: ModelAdapter, tokens: int, dtype: torch.dtype, config: QuantConfig) -> MemoryPlan:
+def memory_plan(
+    adapter: ModelAdapter, tokens: int, dtype: torch.dtype, config: QuantConfig, streaming: bool = False
+) -> MemoryPlan:
     """What streaming quantization of `adapter`'s model holds at its peak, from a (meta) skeleton.
 
-    The model stays in host memory; the compute device holds one decoder layer, the
-    calibration activations between layers (inputs, outputs and the cached MoE-block input,
-    each tokens × hidden) and the largest Hessian stack (all experts of a projection); the
-    packed codes accumulate on the host until the checkpoint is written.
+    In memory, the model stays on the host and the packed codes accumulate there until the
+    checkpoint is written. Streamed from disk, the host holds what lies outside the decoder
+    layers, one layer being quantized and its export (dense copies and codes of one layer).
+    The compute device holds one decoder layer, the calibration activations between layers
+    (inputs, outputs and the cached MoE-block input, each tokens × hidden) and the largest
+    Hessian stack (all experts of a projection).
     """
     device = resolve_device(config.device)
     hidden = adapter.embed_tokens.weight.shape[1]
@@ -199,11 +204,16 @@ def memory_plan(adapter: ModelAdapter, tokens: int, dtype: torch.dtype, config: 
         if layer.is_moe:
             bank = layer.mlp.experts
             stacks.append(bank.num_experts * max(bank.hidden_size, bank.intermediate_size) ** 2)
-    weights = sum(t.numel() for layer in adapter.layers for t in layer.module.parameters())
+    largest = max(module_bytes(layer.module, dtype) for layer in adapter.layers)
     plan = MemoryPlan("quantize", device)
-    plan.host = {"model": module_bytes(adapter.model, dtype), "codes": weights * config.wbits // 8}
+    if streaming:
+        outside = module_bytes(adapter.model, dtype) - sum(module_bytes(layer.module, dtype) for layer in adapter.layers)
+        plan.host = {"outside the layers": outside, "layer and its export": 2 * largest, "codes": largest * config.wbits // (8 * element)}
+    else:
+        weights = sum(t.numel() for layer in adapter.layers for t in layer.module.parameters())
+        plan.host = {"model": module_bytes(adapter.model, dtype), "codes": weights * config.wbits // 8}
     if device.type != "cpu":
-        plan.on_device["layer"] = max(module_bytes(layer.module, dtype) for layer in adapter.layers)
+        plan.on_device["layer"] = largest
     plan.on_device["activations"] = 3 * tokens * hidden * element
     plan.on_device["Hessians"] = max(stacks, default=0) * hessian_element
     return plan
@@ -221,11 +231,13 @@ def stream_quantize(
     config: QuantConfig,
     quantize_layer: Callable[[LayerContext], None],
     journal: LayerJournal | None = None,
+    store: LayerStore | None = None,
 ) -> QuantResult:
     """Quantize `model` in place layer by layer with `quantize_layer`; returns codes and report.
 
     With a `journal`, every finished layer is recorded there and a rerun continues after the
-    last recorded layer instead of starting over.
+    last recorded layer instead of starting over. With a `store`, each layer is loaded just
+    before it is quantized and stored right after.
     """
     adapter = adapt(model)
     check_groupsize(adapter, config)
@@ -238,12 +250,14 @@ def stream_quantize(
     inputs, by_kind = capture_inputs_by_kind(adapter, calib, config.batch_size, device)
     kinds = layer_kinds(adapter)
     start = 0
-    restored = journal.restore(adapter, result) if journal is not None else None
+    restored = journal.restore(adapter, result, store) if journal is not None else None
     if restored is not None:
         start, saved = restored
         inputs = [x.to(device=device, dtype=hidden.dtype) for x, hidden in zip(saved, inputs)]
     for layer in layer_progress(adapter.layers[start:], f"quantize {config.algo} w{config.wbits}", result):
         weights_before, rows_before = len(result.weights), len(result.rows)
+        if store is not None:
+            store.load(layer)
         home = _device_of(layer.module)
         layer.module.to(device)
         kwargs = [entry[kinds[layer.index]] for entry in by_kind]
@@ -253,6 +267,8 @@ def stream_quantize(
         layer.module.to(home)
         if journal is not None:
             journal.record(layer, result, weights_before, rows_before, inputs)
+        if store is not None:
+            store.store(layer, result)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return result

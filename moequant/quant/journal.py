@@ -22,6 +22,7 @@ import torch
 from moequant.artifacts import file_sha256, write_json
 from moequant.models import DecoderLayer, ModelAdapter
 from moequant.progress import say
+from moequant.quant.layer_store import LayerStore
 from moequant.quant.report import PackedWeight, QuantResult, ReportRow
 
 JOURNAL = "journal.json"
@@ -74,8 +75,14 @@ class LayerJournal:
         path = self.directory / name
         return path.is_file() and file_sha256(path) == sha256
 
-    def restore(self, adapter: ModelAdapter, result: QuantResult) -> tuple[int, list[torch.Tensor]] | None:
-        """(layers restored, inputs of the next layer), or None when there is nothing to resume."""
+    def restore(
+        self, adapter: ModelAdapter, result: QuantResult, store: LayerStore | None = None
+    ) -> tuple[int, list[torch.Tensor]] | None:
+        """(layers restored, inputs of the next layer), or None when there is nothing to resume.
+
+        With a `store` (a streamed model), each restored layer is loaded, overwritten from the
+        journal and stored again, exactly as if it had just been quantized.
+        """
         from safetensors import safe_open
 
         entries = self._read()
@@ -83,6 +90,8 @@ class LayerJournal:
             return None
         for entry in entries:
             layer = adapter.layers[int(entry["index"])]
+            if store is not None:
+                store.load(layer)
             with safe_open(str(self.directory / entry["layer_file"]), "pt") as handle:
                 meta = handle.metadata()
                 state = layer.module.state_dict()
@@ -95,6 +104,8 @@ class LayerJournal:
                         handle.get_tensor(f"zero.{address}"), int(info["bits"]), bool(info["sym"]),
                     )
                 result.rows.extend(ReportRow(**row) for row in json.loads(meta["rows"]))
+            if store is not None:
+                store.store(layer, result)
         last = entries[-1]
         with safe_open(str(self.directory / last["activations_file"]), "pt") as handle:
             inputs = [handle.get_tensor(f"batch.{i}") for i in range(int(handle.metadata()["batches"]))]

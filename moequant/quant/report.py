@@ -72,7 +72,7 @@ class QuantResult:
                 fallbacks[row.fallback] = fallbacks.get(row.fallback, 0) + 1
         losses = [row.loss for row in self.rows if not math.isnan(row.loss)]
         return {
-            "weights": len(self.weights),
+            "weights": len({(row.layer, row.module) for row in self.rows}),
             "report_rows": len(self.rows),
             "fallbacks": fallbacks,
             "total_gptq_loss": sum(losses),

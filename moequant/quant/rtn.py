@@ -14,6 +14,7 @@ from torch import nn
 from moequant.models import adapt
 from moequant.quant.config import QuantConfig
 from moequant.quant.driver import check_groupsize, layer_progress
+from moequant.quant.layer_store import LayerStore
 from moequant.quant.gptq import rtn_codes
 from moequant.quant.grid import GridSpec, QuantizedWeight
 from moequant.quant.algorithm import Algorithm
@@ -29,13 +30,17 @@ def rtn_quantize(w: torch.Tensor, spec: GridSpec) -> QuantizedWeight:
 
 
 @torch.no_grad()
-def quantize_rtn(model: nn.Module, calib: torch.Tensor | None, config: QuantConfig) -> QuantResult:
+def quantize_rtn(
+    model: nn.Module, calib: torch.Tensor | None, config: QuantConfig, store: LayerStore | None = None
+) -> QuantResult:
     adapter = adapt(model)
     check_groupsize(adapter, config)
     device = resolve_device(config.device)
     spec = config.grid()
     result = QuantResult()
     for layer in layer_progress(adapter.layers, f"quantize rtn w{config.wbits}", result):
+        if store is not None:
+            store.load(layer)
         for target in LayerTargets.of(layer, config.quantize_router).all():
             q = rtn_quantize(target.read().to(device), spec)
             target.write(q.dequantize().cpu())
@@ -44,6 +49,8 @@ def quantize_rtn(model: nn.Module, calib: torch.Tensor | None, config: QuantConf
                 for e in range(q.codes.shape[0])
             ]
             result.add(target.address, q, rows)
+        if store is not None:
+            store.store(layer, result)
     return result
 
 

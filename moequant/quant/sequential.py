@@ -20,6 +20,7 @@ from moequant.errors import UsageError
 from moequant.models import DenseMLP, MoEBlock
 from moequant.quant.config import QuantConfig
 from moequant.quant.driver import LayerContext, stream_quantize
+from moequant.quant.layer_store import LayerStore
 from moequant.quant.journal import LayerJournal
 from moequant.quant.gptq import gptq_solve
 from moequant.quant.grid import QuantizedWeight
@@ -242,10 +243,14 @@ def _weights(c: torch.Tensor, mode: Weighting) -> torch.Tensor | None:
 
 def _algorithm(agq: bool) -> Callable[..., QuantResult]:
     def quantize(
-        model: torch.nn.Module, calib: torch.Tensor | None, config: QuantConfig, journal: LayerJournal | None = None
+        model: torch.nn.Module,
+        calib: torch.Tensor | None,
+        config: QuantConfig,
+        journal: LayerJournal | None = None,
+        store: LayerStore | None = None,
     ) -> QuantResult:
         assert calib is not None
-        return stream_quantize(model, calib, config, GPTQLayer(agq), journal)
+        return stream_quantize(model, calib, config, GPTQLayer(agq), journal, store)
 
     return quantize
 

@@ -81,3 +81,9 @@ def test_remote_code_models_say_so_to_every_stage_that_loads_them(load_config) -
     ):
         assert args.endswith(" --trust-remote-code"), args
     assert plan.args.evaluate(model, method, 4).count("--trust-remote-code") == 1
+
+
+def test_a_streamed_model_quantizes_with_stream(load_config) -> None:
+    paper_plan = Plan(load_config("paper"), "results")
+    assert paper_plan.args.quantize("mixtral_8x7b", "gptq", 4).split()[-1] == "--stream"
+    assert "--stream" not in paper_plan.args.quantize("qwen_moe_14b", "gptq", 4).split()
