@@ -1,10 +1,10 @@
-"""Peak host memory of `moequant quantize` in memory and streamed from disk, against model depth.
+"""Peak host memory of `moequant quantize` and `rotate`, in memory and streamed from disk, against model depth.
 
 Synthetic Mixtral-class models of one width with 4, 8, 16 and 32 decoder layers are saved
 to disk; each run is a fresh `moequant quantize` process, so imports, loading and
 checkpoint writing all count. Both modes run in
 the same invocation, side by side, and the streamed checkpoint's shards are compared byte
-for byte with the in-memory one. `moequant rotate` (not streamed yet) is measured too.
+for byte with the in-memory one. `moequant rotate` is measured the same two ways.
 
 Two peaks per run: anonymous memory (what must fit; sampled) and resident memory (the
 kernel's high-water mark, which also counts clean pages of memory-mapped shards that the
@@ -115,11 +115,13 @@ def depth_rows(depths: list[int], hidden: int, nsamples: int, seqlen: int, rotat
             for mode in ("memory", "stream"):
                 shutil.rmtree(work / f"{algo}-{depth}-{mode}")
         if rotate:
-            argv = [sys.executable, "-m", "moequant", "rotate", "--model", str(source), "--out", str(work / f"rot-{depth}"),
-                    "--device", "cpu"]
-            anon, resident = peak_memory(argv)
-            cells.append(f"{anon / MIB:.0f} / {resident / MIB:.0f}")
-            shutil.rmtree(work / f"rot-{depth}")
+            for extra in ([], ["--stream"]):
+                out = work / f"rot-{depth}"
+                argv = [sys.executable, "-m", "moequant", "rotate", "--model", str(source), "--out", str(out),
+                        "--device", "cpu", *extra]
+                anon, resident = peak_memory(argv)
+                cells.append(f"{anon / MIB:.0f} / {resident / MIB:.0f}")
+                shutil.rmtree(out)
         cells += [f"{bound / MIB:.0f}", "yes" if all(identical) else "NO"]
         rows.append(cells)
         print(" | ".join(cells), flush=True)
@@ -179,7 +181,7 @@ def main() -> None:
         rows = depth_rows(depths, args.hidden, args.nsamples, args.seqlen, not args.skip_rotate, Path(work))
     header = ["layers", "model MiB (fp32)", "GPTQ in memory", "GPTQ streamed", "streamed anon/bound",
               "AGQ in memory", "AGQ streamed", "streamed anon/bound"]
-    header += [] if args.skip_rotate else ["rotate (in memory)"]
+    header += [] if args.skip_rotate else ["rotate in memory", "rotate streamed"]
     header += ["bound MiB", "identical shards"]
     if rows:
         print("\nPeak host memory of one `moequant quantize` process, MiB: anonymous / resident (incl. mapped shard pages)\n")

@@ -17,7 +17,8 @@ from moequant.models import adapt, check_model_type
 from moequant.models.config import load_config
 from moequant.models.files import INDEX_FILE, SINGLE_FILE, check_model_files, check_safetensors, read_weight_map
 from moequant.models.streaming import OffloadedLayers, detach_from_files, offload_device_map, offload_index_reader
-from moequant.quant.checkpoint import is_quantized_checkpoint, load_quantized, revert_names
+from moequant.models.shards import revert_names
+from moequant.quant.checkpoint import is_quantized_checkpoint, load_quantized
 from moequant.rotation.artifact import restore_online_hadamard
 
 
@@ -49,9 +50,15 @@ def load_model(
 
 
 def load_streaming(
-    spec: str, offload: Path, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
+    spec: str,
+    offload: Path,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+    device: str | torch.device = "cpu",
 ) -> tuple[nn.Module, OffloadedLayers]:
     """The model behind `spec` with every decoder layer on disk, and the handle that loads one at a time.
+
+    What lies outside the decoder layers (embeddings, final norm, head) is placed on `device`.
 
     transformers' own loader does the offload (so each family's weight conversion applies);
     tensors it had to convert are re-saved under `offload`, the rest are read from the
@@ -68,7 +75,7 @@ def load_streaming(
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     prefixes = adapt(skeleton).layer_prefixes()
-    device_map = offload_device_map(skeleton, list(prefixes.values()))
+    device_map = offload_device_map(skeleton, list(prefixes.values()), str(device))
     offload.mkdir(parents=True, exist_ok=True)
     try:
         model = AutoModelForCausalLM.from_pretrained(

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import time
 from pathlib import Path
 
 from moequant.errors import UsageError, require
 from moequant.memory import say_peaks
-from moequant.loading import load_model, load_tokenizer
+from moequant.artifacts import atomic_dir
+from moequant.loading import load_model, load_streaming, load_tokenizer
+from moequant.models.streaming import offload_folder
 from moequant.quant.checkpoint import is_quantized_checkpoint
-from moequant.rotation.artifact import save_rotated, source_hashes
+from moequant.rotation.artifact import StreamedRotation, save_rotated, source_hashes
 from moequant.rotation.config import RotationConfig
 from moequant.rotation.rotate import rotate_model
 from moequant.runtime import DTYPES, resolve_device, resolve_dtype
@@ -35,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also fold a Hadamard into every down projection; loaders must re-install its runtime half",
     )
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="models larger than host memory: rotate one decoder layer at a time from the shards, writing each "
+        "layer's shard as it is done (converted tensors are staged in OUT.offload/)",
+    )
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -59,22 +68,39 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype)
     started = time.perf_counter()
-    model = load_model(args.model, dtype=dtype, device=device, trust_remote_code=args.trust_remote_code)
     tokenizer = _source_tokenizer(args.model, args.trust_remote_code)
-    report = rotate_model(model, config)
-    metadata = {
-        **report,
-        "source_model": args.model,
-        "source_hashes": source_hashes(args.model),
-        "dtype": args.dtype,
-        "device": str(device),
-        "seconds": round(time.perf_counter() - started, 3),
-        "memory": say_peaks("rotate", device),
-    }
-    save_rotated(model, args.out, metadata, tokenizer)
+
+    def metadata(report: dict[str, object]) -> dict[str, object]:
+        return {
+            **report,
+            "source_model": args.model,
+            "source_hashes": source_hashes(args.model),
+            "dtype": args.dtype,
+            "device": str(device),
+            "seconds": round(time.perf_counter() - started, 3),
+            "memory": say_peaks("rotate", device),
+        }
+
+    if args.stream:
+        require(not config.online_hadamard, "--online-hadamard cannot be streamed yet; rotate without --stream")
+        offload = offload_folder(Path(args.out))
+        try:
+            model, offloaded = load_streaming(args.model, offload, dtype, args.trust_remote_code, device)
+            with atomic_dir(args.out) as tmp:
+                stream = StreamedRotation(model, offloaded, tmp, device)
+                report = rotate_model(model, config, stream)
+                written = metadata(report)
+                stream.finish(written, tokenizer)
+        finally:
+            shutil.rmtree(offload, ignore_errors=True)
+    else:
+        model = load_model(args.model, dtype=dtype, device=device, trust_remote_code=args.trust_remote_code)
+        report = rotate_model(model, config)
+        written = metadata(report)
+        save_rotated(model, args.out, written, tokenizer)
     online = " + online Hadamard before down projections" if config.online_hadamard else ""
     print(
         f"{args.out}: rotated {report['family']} hidden {report['hidden_size']} with {report['hadamard']} "
-        f"(seed {config.seed}){online}, {report['norms_fused']} norms fused, {metadata['seconds']:.1f} s"
+        f"(seed {config.seed}){online}, {report['norms_fused']} norms fused, {written['seconds']:.1f} s"
     )
     return 0

@@ -112,8 +112,8 @@ def offload_index_reader(model: nn.Module) -> tuple[set[str], TensorReader]:
     return set(loader.all_keys), loader.__getitem__
 
 
-def offload_device_map(model: nn.Module, layer_prefixes: list[str]) -> dict[str, str]:
-    """Every decoder layer on disk, every other top-level module in host memory."""
+def offload_device_map(model: nn.Module, layer_prefixes: list[str], device: str = "cpu") -> dict[str, str]:
+    """Every decoder layer on disk, every other top-level module on `device`."""
     layers = set(layer_prefixes)
     placed: dict[str, str] = {prefix: "disk" for prefix in layer_prefixes}
     parents = {prefix.rpartition(".")[0] for prefix in layer_prefixes}
@@ -123,7 +123,7 @@ def offload_device_map(model: nn.Module, layer_prefixes: list[str]) -> dict[str,
         if name in parents or any(p.startswith(f"{name}.") for p in parents):
             continue
         if not any(name.startswith(f"{k}.") for k in placed):
-            placed[name] = "cpu"
+            placed[name] = device
     return placed
 
 

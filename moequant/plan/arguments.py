@@ -61,16 +61,19 @@ class Arguments:
         args += [f"--{key} {entry[key]}" for key in ("tau", "width") if key in entry]
         return " ".join(args + self._remote_code(model))
 
+    def _stream(self, model: str) -> list[str]:
+        return ["--stream"] if self.config["models"][model].get("stream") else []
+
     def rotate(self, model: str) -> str:
-        return " ".join([f"--seed {self.config['models'][model]['rotation_seed']}", *self._remote_code(model)])
+        seed = f"--seed {self.config['models'][model]['rotation_seed']}"
+        return " ".join([seed, *self._stream(model), *self._remote_code(model)])
 
     def quantize(self, model: str, method: str, bits: int | str) -> str:
         entry = self.config["methods"][method]
         args = [f"--algo {entry['algorithm']}", f"--wbits {bits}"]
         if entry["calibration"] is not None:
             args.append(f"--calib {self.layout.calib_file(model, entry['calibration'])}")
-        stream = ["--stream"] if self.config["models"][model].get("stream") else []
-        return " ".join(args + option_flags(entry["options"]) + stream + self._remote_code(model))
+        return " ".join(args + option_flags(entry["options"]) + self._stream(model) + self._remote_code(model))
 
     def eval_ppl(self, model: str, method: str) -> str:
         """Every configured dataset in one job: the model (and the fp reference) is loaded once."""

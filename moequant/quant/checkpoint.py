@@ -34,6 +34,7 @@ import moequant
 from moequant.artifacts import atomic_dir, write_json
 from moequant.errors import UsageError
 from moequant.models import DecoderLayer, adapt
+from moequant.models.shards import ShardWriter, layer_state, outside_layers, revert_names, save_config
 from moequant.models.streaming import OffloadedLayers
 from moequant.models.files import INDEX_FILE, read_weight_map
 from moequant.quant.grid import QuantizedWeight, pack
@@ -53,20 +54,9 @@ def is_quantized_checkpoint(spec: str | Path) -> bool:
     return (Path(spec).expanduser() / QUANTIZED_MARKER).is_file()
 
 
-def shard_name(index: int, count: int) -> str:
-    return f"model-{index:05d}-of-{count:05d}.safetensors"
-
-
 def _span(tensor: torch.Tensor) -> tuple[int, int]:
     start = tensor.data_ptr()
     return start, start + tensor.numel() * tensor.element_size()
-
-
-def revert_names(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`state` under the model's original Hub names, as `save_pretrained` would write it."""
-    from transformers.core_model_loading import revert_weight_conversion
-
-    return revert_weight_conversion(model, state) if state else {}
 
 
 class _LayerExport:
@@ -156,21 +146,6 @@ def stored_scale(scale: torch.Tensor, weight_dtype: torch.dtype, where: str) -> 
     return scale.to(weight_dtype)
 
 
-def _outside_layers(model: nn.Module, state: dict[str, torch.Tensor], prefixes: list[str]) -> tuple[dict, dict]:
-    """Dense tensors outside the decoder layers, tied duplicates left out (name → kept name)."""
-    kept, tied, seen = {}, {}, {}
-    for name, tensor in state.items():
-        if any(name.startswith(f"{p}.") for p in prefixes):
-            continue
-        key = (tensor.data_ptr(), tuple(tensor.shape))
-        if key in seen:
-            tied[name] = seen[key]
-            continue
-        seen[key] = name
-        kept[name] = tensor.detach().cpu().contiguous()
-    return revert_names(model, kept), tied
-
-
 def quantization_config(bits: int, groupsize: int, ignore: list[str]) -> Any:
     """The compressed-tensors config of a symmetric integer weight-only grid (one group for every Linear)."""
     from compressed_tensors.quantization import QuantizationArgs, QuantizationConfig, QuantizationScheme
@@ -236,19 +211,9 @@ class CheckpointWriter:
         self.directory, self.model = directory, model
         self.adapter = adapt(model)
         self.prefixes = self.adapter.layer_prefixes()
-        self.count = len(self.prefixes) + 1
-        self.weight_map: dict[str, str] = {}
-        self.total = 0
+        self.shards = ShardWriter(directory, len(self.prefixes) + 1)
         self.ignore = ["lm_head"]
         self.grid: tuple[int, int, str] | None = None
-
-    def _shard(self, index: int, tensors: dict[str, torch.Tensor]) -> None:
-        from safetensors.torch import save_file
-
-        name = shard_name(index, self.count)
-        save_file(tensors, str(self.directory / name), metadata={"format": "pt"})
-        self.weight_map.update({key: name for key in tensors})
-        self.total += sum(t.numel() * t.element_size() for t in tensors.values())
 
     @torch.no_grad()
     def write_layer(self, layer: DecoderLayer, result: QuantResult) -> None:
@@ -259,10 +224,10 @@ class CheckpointWriter:
         if self.grid is not None and grid != self.grid:
             raise UsageError(f"a checkpoint holds one grid; layer {layer.index} uses {grid}, earlier layers {self.grid}")
         self.grid = grid
-        state = {f"{prefix}.{k}": v for k, v in layer.module.state_dict().items()}
+        state = layer_state(layer.module, prefix)
         tensors, routing = _LayerExport(self.model, prefix, state, LayerTargets.of(layer, True), result, grid[0]).tensors()
         self.ignore.extend(routing)
-        self._shard(layer.index + 2, tensors)
+        self.shards.write(layer.index + 2, tensors)
 
     @torch.no_grad()
     def finish(self, result: QuantResult, metadata: dict[str, Any], tokenizer: Any | None) -> None:
@@ -272,8 +237,8 @@ class CheckpointWriter:
         if self.grid is None:
             raise UsageError("nothing was quantized; there is no checkpoint to write")
         bits, groupsize, scale_dtype = self.grid
-        outside, tied = _outside_layers(self.model, self.model.state_dict(), list(self.prefixes.values()))
-        self._shard(1, outside)
+        outside, tied = outside_layers(self.model, list(self.prefixes.values()))
+        self.shards.write(1, outside)
         payload = {
             "format": FORMAT,
             "moequant_version": moequant.__version__,
@@ -285,15 +250,8 @@ class CheckpointWriter:
             "tied": tied,
             "summary": result.summary(),
         }
-        self.model.config.save_pretrained(self.directory)
-        if getattr(self.model.config, "auto_map", None):
-            from transformers.dynamic_module_utils import custom_object_save
-
-            custom_object_save(self.model, self.directory, config=self.model.config)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(self.directory)
-        index = {"metadata": {"total_size": self.total}, "weight_map": dict(sorted(self.weight_map.items()))}
-        write_json(self.directory / INDEX_FILE, index)
+        save_config(self.model, self.directory, tokenizer)
+        self.shards.write_index()
         ModelCompressor(quantization_config=quantization_config(bits, groupsize, self.ignore)).update_config(
             str(self.directory)
         )

@@ -22,7 +22,8 @@ from moequant.models import adapt
 from moequant.models.base import FusedExperts
 from moequant.models.config import load_config
 from moequant.quant.checkpoint import QUANTIZED_MARKER
-from moequant.quant.checkpoint import QUANTIZED_SUFFIXES, read_index, revert_names
+from moequant.models.shards import revert_names
+from moequant.quant.checkpoint import QUANTIZED_SUFFIXES, read_index
 from moequant.quant.grid import pack, unpack
 
 PROBE_TOKENS = 8

@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from moequant.artifacts import atomic_dir, file_sha256, write_json
-from moequant.models import adapt
+from moequant.models import DecoderLayer, adapt
+from moequant.models.shards import ShardWriter, layer_state, outside_layers, revert_names, save_config
+from moequant.models.streaming import OffloadedLayers
 from moequant.rotation.online import OnlineHadamard, install_online_hadamard
 
 METADATA_FILE = "rotation.json"
@@ -39,6 +42,35 @@ def save_rotated(
             tokenizer.save_pretrained(tmp)
         write_json(tmp / METADATA_FILE, metadata)
     return Path(out_dir)
+
+
+class StreamedRotation:
+    """The layer stream of `rotate --stream`: each layer read from the shards, rotated, written to its shard, freed.
+
+    The directory it writes has one shard per decoder layer plus one for the rest, under
+    the Hub names, and loads with a stock `from_pretrained` like `save_pretrained`'s output.
+    """
+
+    def __init__(self, model: nn.Module, offloaded: OffloadedLayers, directory: Path, device: torch.device) -> None:
+        self.model, self.offloaded, self.directory, self.device = model, offloaded, directory, device
+        self.prefixes = adapt(model).layer_prefixes()
+        self.shards = ShardWriter(directory, len(self.prefixes) + 1)
+
+    def load(self, layer: DecoderLayer) -> None:
+        self.offloaded.load(layer.index, layer.module, self.device)
+
+    def store(self, layer: DecoderLayer) -> None:
+        self.shards.write(layer.index + 2, revert_names(self.model, layer_state(layer.module, self.prefixes[layer.index])))
+        self.offloaded.release(layer.index, layer.module)
+
+    def finish(self, metadata: dict[str, object], tokenizer: object | None) -> None:
+        outside, _ = outside_layers(self.model, list(self.prefixes.values()))
+        self.shards.write(1, outside)
+        self.shards.write_index()
+        save_config(self.model, self.directory, tokenizer)
+        if getattr(self.model, "generation_config", None) is not None:
+            self.model.generation_config.save_pretrained(self.directory)
+        write_json(self.directory / METADATA_FILE, metadata)
 
 
 def read_metadata(model_dir: str | Path) -> dict[str, object] | None:

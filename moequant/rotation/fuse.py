@@ -90,7 +90,14 @@ def check_rms_norm(norm: nn.Module, where: str, hidden_size: int) -> None:
 
 
 def check_norms(adapter: ModelAdapter) -> None:
+    """Every resident norm; a streamed layer's norms are checked when the layer is loaded (`check_layer_norms`)."""
     adapter.check_foldable("rotation")
     hidden = adapter.embed_tokens.weight.shape[1]
     for group in norm_readers(adapter):
-        check_rms_norm(group.norm, group.where, hidden)
+        if all(p.device.type != "meta" for p in group.norm.parameters()):
+            check_rms_norm(group.norm, group.where, hidden)
+
+
+def check_layer_norms(layer: DecoderLayer, hidden_size: int) -> None:
+    for group in layer_norm_readers(layer):
+        check_rms_norm(group.norm, group.where, hidden_size)

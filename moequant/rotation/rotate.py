@@ -10,15 +10,17 @@ kept in float32 inside a bf16 model stays float32): no second copy of the model.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from moequant import __version__
+from moequant.errors import UsageError
 from moequant.models import DecoderLayer, DenseMLP, ModelAdapter, adapt
 from moequant.rotation.config import RotationConfig
 from moequant.progress import each
-from moequant.rotation.fuse import NormReaders, check_norms, final_norm_readers, layer_norm_readers
+from moequant.rotation.fuse import NormReaders, check_layer_norms, check_norms, final_norm_readers, layer_norm_readers
 from moequant.rotation.hadamard import plan, random_signs
 from moequant.rotation.online import down_projections, fold_online_hadamard, install_online_hadamard
 from moequant.rotation.transform import TORCH, hadamard_transform, transform_rows
@@ -95,11 +97,28 @@ def _check_sizes(adapter: ModelAdapter, config: RotationConfig) -> None:
             plan(down.shape[1])
 
 
+class LayerStream(Protocol):
+    """Where decoder layers come from and go to when the model is rotated one layer at a time."""
+
+    def load(self, layer: DecoderLayer) -> None: ...
+
+    def store(self, layer: DecoderLayer) -> None: ...
+
+
 @torch.no_grad()
-def rotate_model(model: nn.Module, config: RotationConfig | None = None) -> dict[str, object]:
-    """Fuse norms and rotate `model` in place; returns what was done (for the metadata)."""
+def rotate_model(
+    model: nn.Module, config: RotationConfig | None = None, stream: LayerStream | None = None
+) -> dict[str, object]:
+    """Fuse norms and rotate `model` in place; returns what was done (for the metadata).
+
+    With a `stream` each decoder layer is loaded just before it is rotated and stored right
+    after; every layer is rotated on its own (Q acts on the residual stream between
+    layers), so the result is the same as rotating the resident model.
+    """
     config = config or RotationConfig()
     adapter = adapt(model)
+    if stream is not None and config.online_hadamard:
+        raise UsageError("--online-hadamard folds into every layer after the rotation; it cannot be streamed yet")
     check_norms(adapter)
     _check_sizes(adapter, config)
     untied = untie_lm_head(adapter)
@@ -108,6 +127,9 @@ def rotate_model(model: nn.Module, config: RotationConfig | None = None) -> dict
     rotation.rotate_reader(adapter.embed_tokens.weight.data)
     norms = readers = writers = 0
     for layer in each(adapter.layers, "rotate", "layer"):
+        if stream is not None:
+            stream.load(layer)
+            check_layer_norms(layer, hidden)
         for group in layer_norm_readers(layer):
             readers += rotation.fold_and_rotate(group)
             norms += 1
@@ -117,6 +139,8 @@ def rotate_model(model: nn.Module, config: RotationConfig | None = None) -> dict
         if layer.is_moe and layer.mlp.experts.bias("down") is not None:
             # biased experts (gpt-oss) add b_e to the residual too: b_e ← b_e·Q
             transform_rows(layer.mlp.experts.bias("down"), rotation.right)
+        if stream is not None:
+            stream.store(layer)
     readers += rotation.fold_and_rotate(final_norm_readers(adapter))
     norms += 1
     report: dict[str, object] = {

@@ -86,4 +86,5 @@ def test_remote_code_models_say_so_to_every_stage_that_loads_them(load_config) -
 def test_a_streamed_model_quantizes_with_stream(load_config) -> None:
     paper_plan = Plan(load_config("paper"), "results")
     assert paper_plan.args.quantize("mixtral_8x7b", "gptq", 4).split()[-1] == "--stream"
+    assert paper_plan.args.rotate("mixtral_8x7b") == "--seed 0 --stream"
     assert "--stream" not in paper_plan.args.quantize("qwen_moe_14b", "gptq", 4).split()
