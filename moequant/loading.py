@@ -7,6 +7,9 @@ the rooms themselves never import it, so no room reaches up.
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -22,19 +25,30 @@ from moequant.quant.checkpoint import is_quantized_checkpoint, load_quantized
 from moequant.rotation.artifact import restore_online_hadamard
 
 
+def _offload_folder() -> str:
+    """Where a spread model puts the layers neither the GPUs nor host memory hold; removed at exit."""
+    folder = tempfile.mkdtemp(prefix="moequant-offload-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def load_model(
     spec: str,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     trust_remote_code: bool = False,
+    device_map: str | None = None,
 ) -> nn.Module:
     """The model behind `spec`, in eval mode; quantized checkpoints come back dequantized.
 
     A rotated directory saved with online Hadamard transforms gets them re-installed, since
     its weights compute the original function only together with those runtime transforms.
+    With a `device_map` (see `runtime.spread_map`) transformers places the model over the
+    GPUs, offloading what does not fit; `device` is then only where inputs go.
     """
+    placed = {"device_map": device_map, "offload_folder": _offload_folder()} if device_map else {}
     if is_quantized_checkpoint(spec):
-        return load_quantized(spec, dtype=dtype, device=device)
+        return load_quantized(spec, dtype=dtype, device=device, placed=placed)
     from transformers import AutoModelForCausalLM
 
     config = load_config(spec, trust_remote_code)
@@ -42,8 +56,8 @@ def load_model(
     source = str(Path(spec).expanduser()) if Path(spec).expanduser().is_dir() else spec
     if Path(source).is_dir():
         check_model_files(Path(source))
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
-    model = model.to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code, **placed)
+    model = (model if placed else model.to(device)).eval()
     if Path(source).is_dir():
         restore_online_hadamard(model, source)
     return model

@@ -17,15 +17,29 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+SPREAD = "all"
+"""`--device all`: the model placed over every GPU the job was given (accelerate's balanced
+`device_map`, layers that do not fit offloaded to host memory, then disk); on a machine
+without CUDA it is the CPU."""
+
+
+def spread_map(name: str | None) -> str | None:
+    """The `device_map` that `--device NAME` asks transformers for; None for a single device."""
+    return "balanced" if name == SPREAD and torch.cuda.is_available() else None
+
+
 def resolve_device(name: str | None) -> torch.device:
+    """The device inputs go to; for `all`, the first GPU (where the embeddings are placed)."""
     if name in (None, "auto"):
         return default_device()
+    if name == SPREAD:
+        return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"device {name!r} requested but CUDA is not available; use 'cpu' or 'auto'")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; use 'auto', 'cpu' or 'cuda[:N]'") from None
+        raise UsageError(f"unknown device {name!r}; use 'auto', 'cpu', 'cuda[:N]' or 'all'") from None
 
 
 def resolve_dtype(name: str) -> torch.dtype:

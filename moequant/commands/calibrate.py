@@ -12,7 +12,7 @@ from moequant.calib.config import HUB_SOURCES, CalibConfig
 from moequant.errors import require
 from moequant.loading import load_model, load_tokenizer
 from moequant.models.config import load_config
-from moequant.runtime import DTYPES, resolve_device, resolve_dtype, seed_everything
+from moequant.runtime import DTYPES, resolve_device, resolve_dtype, seed_everything, spread_map
 
 NAME = "calibrate"
 HELP = "Generate an EBSS calibration set or sample text windows; writes FILE.jsonl and FILE.summary.json."
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="EBSS: start sample i with the i-th non-special token id instead of a seeded random one",
     )
     parser.add_argument("--data-path", help="local copy of a hub dataset (directory or .jsonl/.parquet/.txt file)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda[:N], or all (spread over every visible GPU)")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
     parser.add_argument("--no-progress", action="store_true", help="no EBSS progress lines")
@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     check_seqlen(load_config(args.model, args.trust_remote_code), config.seqlen)
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     windows = None if config.is_ebss else source_windows(tokenizer, config)
-    model = load_model(args.model, dtype=dtype, device=device, trust_remote_code=args.trust_remote_code)
+    model = load_model(
+        args.model, dtype=dtype, device=device, trust_remote_code=args.trust_remote_code, device_map=spread_map(args.device)
+    )
     if dtype == torch.float64:
         # transformers' default grouped-matmul experts have no float64 kernel; remote-code models have no switch.
         with contextlib.suppress(ValueError, AttributeError):

@@ -22,7 +22,7 @@ HELP = "Perplexity on wikitext2, c4 or text:PATH; with --reference also KL diver
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags both evaluation verbs share: what to load, where, in which precision."""
     parser.add_argument("--model", required=True, help="HF id, model directory or quantized checkpoint directory")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda[:N], or all (spread over every visible GPU)")
     parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, float32 on CPU) or a torch dtype name")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory")
 

@@ -43,15 +43,20 @@ class Placement:
     device: torch.device
     dtype: torch.dtype
     reference_device: torch.device
+    device_map: str | None = None
+    reference_device_map: str | None = None
 
     @classmethod
     def resolve(cls, device: str, dtype: str, reference_device: str | None = None) -> Placement:
         """Devices and dtype, checked first so a typo fails before any text or model is read."""
         from moequant.eval.config import eval_dtype
-        from moequant.runtime import resolve_device
+        from moequant.runtime import resolve_device, spread_map
 
         where = resolve_device(device)
-        return cls(where, eval_dtype(dtype, where), resolve_device(reference_device) if reference_device else where)
+        reference = reference_device or device
+        return cls(
+            where, eval_dtype(dtype, where), resolve_device(reference), spread_map(device), spread_map(reference)
+        )
 
 
 def parse_datasets(values: list[str], out: str, out_flag: str = "--out") -> dict[str, str]:
@@ -122,7 +127,10 @@ def _load_reference(choice: ModelChoice, model: torch.nn.Module, where: Placemen
     from moequant.loading import load_model
 
     assert choice.reference is not None
-    loaded = load_model(choice.reference, dtype=where.dtype, device=where.reference_device, trust_remote_code=choice.trust_remote_code)
+    loaded = load_model(
+        choice.reference, dtype=where.dtype, device=where.reference_device, trust_remote_code=choice.trust_remote_code,
+        device_map=where.reference_device_map,
+    )
     if loaded.config.vocab_size != model.config.vocab_size:
         raise UsageError(
             f"reference {choice.reference!r} has vocabulary size {loaded.config.vocab_size}, "
@@ -137,7 +145,10 @@ def load_models(choice: ModelChoice, where: Placement, with_reference: bool = Tr
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(choice.model, trust_remote_code=choice.trust_remote_code)
-    model = load_model(choice.model, dtype=where.dtype, device=where.device, trust_remote_code=choice.trust_remote_code)
+    model = load_model(
+        choice.model, dtype=where.dtype, device=where.device, trust_remote_code=choice.trust_remote_code,
+        device_map=where.device_map,
+    )
     reference = _load_reference(choice, model, where) if with_reference and choice.reference else None
     return LoadedModels(model, tokenizer, reference, where.device, where.dtype, time.perf_counter() - started)
 

@@ -59,7 +59,11 @@ class Arguments:
             f"--seed {entry['seed']}",
         ]
         args += [f"--{key} {entry[key]}" for key in ("tau", "width") if key in entry]
-        return " ".join(args + self._remote_code(model))
+        return " ".join(args + self._spread(model) + self._remote_code(model))
+
+    def _spread(self, model: str) -> list[str]:
+        """A model given several GPUs is spread over them (`--device all`)."""
+        return ["--device all"] if self.config["models"][model].get("gpus", 1) > 1 else []
 
     def _stream(self, model: str) -> list[str]:
         return ["--stream"] if self.config["models"][model].get("stream") else []
@@ -87,7 +91,7 @@ class Arguments:
             args.append(f"--max-windows {ppl['max_windows']}")
         if ppl["kl"] and not is_fp(self.config, method):
             args.append(f"--reference {self.inputs.base_model(model)}")
-        return " ".join(args + self._remote_code(model))
+        return " ".join(args + self._spread(model) + self._remote_code(model))
 
     def eval_ppl_out(self, model: str, method: str, bits: int | str) -> str:
         """`--out` of eval-ppl: one file per dataset, `{dataset}` filled in by the verb."""
@@ -106,7 +110,7 @@ class Arguments:
         return args + option_flags(options)
 
     def eval_tasks(self, model: str) -> str:
-        return " ".join(self._task_flags(model) + self._remote_code(model))
+        return " ".join(self._task_flags(model) + self._spread(model) + self._remote_code(model))
 
     def evaluate(self, model: str, method: str, bits: int | str) -> str:
         """eval-ppl's flags (remote-code flag included) plus the task flags, as `moequant evaluate` spells them."""

@@ -27,6 +27,11 @@ class Resources:
     def stage(self, name: str, key: str) -> int:
         return self.config["resources"].get(name, {}).get(key, STAGE_DEFAULTS[name][key])
 
+    def gpus(self, name: str, model: str) -> int:
+        """A GPU stage of a model given several GPUs (`models.<name>.gpus`) asks for all of them."""
+        base = self.evaluate("gpu") if name == "evaluate" else self.stage(name, "gpu")
+        return max(base, self.config["models"][model].get("gpus", 1))
+
     def evaluate(self, key: str) -> int:
         """The combined evaluation job holds both stages' work: unless configured itself, the
         larger footprint and the summed runtime."""

@@ -321,8 +321,12 @@ def load_quantized(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     trust_remote_code: bool | None = None,
+    placed: dict[str, Any] | None = None,
 ) -> nn.Module:
     """The ordinary HF model of a checkpoint, every quantized weight dequantized at load time.
+
+    `placed` (a `device_map` and its offload folder) spreads the model over several devices
+    instead of moving it to `device`.
 
     Loading goes through stock transformers + compressed-tensors (dequantizing), so what
     moequant evaluates is what `from_pretrained` gives a user. Remote code is trusted when
@@ -343,6 +347,7 @@ def load_quantized(
             trust_remote_code=remote,
             quantization_config=CompressedTensorsConfig(dequantize=True),
             output_loading_info=True,
+            **(placed or {}),
         )
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         if info.get(kind):
@@ -350,5 +355,6 @@ def load_quantized(
     for layer in adapt(model).moe_layers:
         for param in layer.mlp.experts.parameters():
             # transformers leaves dequantized fused experts in the stored scales' dtype
-            param.data = param.data.to(dtype)
-    return model.to(device).eval()
+            if param.device.type != "meta":
+                param.data = param.data.to(dtype)
+    return (model if placed else model.to(device)).eval()

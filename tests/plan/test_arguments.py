@@ -88,3 +88,15 @@ def test_a_streamed_model_quantizes_with_stream(load_config) -> None:
     assert paper_plan.args.quantize("mixtral_8x7b", "gptq", 4).split()[-1] == "--stream"
     assert paper_plan.args.rotate("mixtral_8x7b") == "--seed 0 --stream"
     assert "--stream" not in paper_plan.args.quantize("qwen_moe_14b", "gptq", 4).split()
+
+
+def test_a_model_given_several_gpus_is_spread_over_them(load_config) -> None:
+    paper_plan = Plan(load_config("paper"), "results")
+    assert paper_plan.args.calibrate("mixtral_8x7b", "ebss").endswith("--device all")
+    assert "--device all" in paper_plan.args.eval_ppl("mixtral_8x7b", "gptq")
+    assert "--device all" in paper_plan.args.eval_tasks("mixtral_8x7b")
+    assert "--device all" in paper_plan.args.evaluate("mixtral_8x7b", "gptq", 4)
+    assert "--device" not in paper_plan.args.eval_ppl("qwen_moe_14b", "gptq")
+    assert paper_plan.resources.gpus("eval_ppl", "mixtral_8x7b") == 4
+    assert paper_plan.resources.gpus("evaluate", "mixtral_8x7b") == 4
+    assert paper_plan.resources.gpus("eval_ppl", "qwen_moe_14b") == 1

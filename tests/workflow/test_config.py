@@ -66,11 +66,12 @@ def test_evaluate_jobs_sum_both_runtimes_unless_configured(workflow):
     root, env = workflow
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     summed = _evaluate_resources(snakemake(root, env, "-n", "--configfile", "config/paper.yaml"))
-    assert len(summed) == 1 and "runtime=960" in next(iter(summed)) and "mem_mb=200000" in next(iter(summed))
+    assert all("runtime=960" in r and "mem_mb=200000" in r for r in summed), summed
+    assert {g for r in summed for g in ("gpu=1", "gpu=4") if g in r} == {"gpu=1", "gpu=4"}, "Mixtral's gpus: 4"
     paper["resources"]["evaluate"] = {"runtime": 600}
     (root / "config" / "paper_capped.yaml").write_text(yaml.safe_dump(paper))
     capped = _evaluate_resources(snakemake(root, env, "-n", "--configfile", "config/paper_capped.yaml"))
-    assert len(capped) == 1 and "runtime=600" in next(iter(capped)) and "mem_mb=200000" in next(iter(capped))
+    assert all("runtime=600" in r and "mem_mb=200000" in r for r in capped), capped
 
 
 def _write_config(root, name, edit):

@@ -19,7 +19,7 @@ rule calibrate:
     resources:
         mem_mb=PLAN.resources.stage("calibrate", "mem_mb"),
         runtime=PLAN.resources.stage("calibrate", "runtime"),
-        gpu=PLAN.resources.stage("calibrate", "gpu"),
+        gpu=lambda wc: PLAN.resources.gpus("calibrate", wc.model),
     conda:
         CONDA_ENV
     shell:

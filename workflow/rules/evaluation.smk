@@ -27,7 +27,7 @@ rule evaluate:
     resources:
         mem_mb=PLAN.resources.evaluate("mem_mb"),
         runtime=PLAN.resources.evaluate("runtime"),
-        gpu=PLAN.resources.evaluate("gpu"),
+        gpu=lambda wc: PLAN.resources.gpus("evaluate", evaluated(wc)[0]),
     conda:
         CONDA_ENV
     shell:
@@ -53,7 +53,7 @@ rule eval_ppl:
     resources:
         mem_mb=PLAN.resources.stage("eval_ppl", "mem_mb"),
         runtime=PLAN.resources.stage("eval_ppl", "runtime"),
-        gpu=PLAN.resources.stage("eval_ppl", "gpu"),
+        gpu=lambda wc: PLAN.resources.gpus("eval_ppl", wc.model),
     conda:
         CONDA_ENV
     shell:
@@ -101,7 +101,7 @@ rule eval_tasks:
     resources:
         mem_mb=PLAN.resources.stage("eval_tasks", "mem_mb"),
         runtime=PLAN.resources.stage("eval_tasks", "runtime"),
-        gpu=PLAN.resources.stage("eval_tasks", "gpu"),
+        gpu=lambda wc: PLAN.resources.gpus("eval_tasks", wc.model),
     conda:
         CONDA_ENV
     shell:
