@@ -17,7 +17,7 @@ import time
 import torch
 
 from moequant.calib.ebss import ebss_generate, first_tokens
-from moequant.calib.ebss_reference import ebss_reference
+from tests.calib.ebss_reference import ebss_reference
 from moequant.calib.vocab import tokenizer_allowed_mask
 from moequant.models import adapt
 from moequant.loading import load_model, load_tokenizer

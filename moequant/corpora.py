@@ -52,6 +52,15 @@ HUB_DATASETS: dict[tuple[str, Purpose], HubDataset] = {
     ),
 }
 
+TEXT_PREFIX = "text:"
+"""`text:PATH` names a local text file wherever a Hub dataset could be named."""
+
+
+def hub_names(purpose: Purpose) -> tuple[str, ...]:
+    """The Hub datasets known for `purpose`, in the order error messages list them."""
+    return tuple(name for name, use in HUB_DATASETS if use == purpose)
+
+
 TEXT_SUFFIXES = (".txt", ".raw")
 """Local files read whole as one document (WikiText's raw dumps are `.raw`)."""
 

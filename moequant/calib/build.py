@@ -25,8 +25,8 @@ from moequant.calib.repetition import repetition_summary
 from moequant.calib.vocab import tokenizer_allowed_mask
 from moequant.calib.windows import text_windows
 from moequant.corpora import load_hub_documents, read_text_file
-from moequant.errors import require
 from moequant.memory import peaks
+from moequant.models.config import check_seqlen
 from moequant.models import adapt
 
 
@@ -34,14 +34,6 @@ def _input_hashes(config: CalibConfig) -> dict[str, str]:
     """Hashes of the local files a set was drawn from, so a changed input invalidates it."""
     paths = [p for p in (config.text_path, config.data_path) if p is not None]
     return {p: file_sha256(Path(p).expanduser()) for p in paths if Path(p).expanduser().is_file()}
-
-
-def check_seqlen(model_config: Any, seqlen: int) -> None:
-    max_positions = getattr(model_config, "max_position_embeddings", None)
-    require(
-        max_positions is None or seqlen <= max_positions,
-        f"seqlen {seqlen} exceeds the model's maximum positions ({max_positions})",
-    )
 
 
 def source_windows(tokenizer: Any, config: CalibConfig) -> torch.Tensor:

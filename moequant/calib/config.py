@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from moequant.corpora import TEXT_PREFIX, hub_names
 from moequant.errors import require
 
-HUB_SOURCES = ("wikitext2", "c4", "humaneval", "gsm8k")
-SOURCES = ("ebss", *HUB_SOURCES)
-TEXT_PREFIX = "text:"
+CALIB_DATASETS = hub_names("calibration")
+SOURCES = ("ebss", *CALIB_DATASETS)
 GREEDY_TOKENS = 3
 
 
@@ -41,8 +41,8 @@ class CalibConfig:
         require(self.width >= 1, f"width must be >= 1, got {self.width}")
         require(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
         require(
-            self.data_path is None or self.source in HUB_SOURCES,
-            f"a data path only applies to the hub sources ({', '.join(HUB_SOURCES)}), not to {self.source!r}",
+            self.data_path is None or self.source in CALIB_DATASETS,
+            f"a data path only applies to the hub sources ({', '.join(CALIB_DATASETS)}), not to {self.source!r}",
         )
 
     @property

@@ -7,11 +7,11 @@ import contextlib
 
 import torch
 
-from moequant.calib.build import check_seqlen, source_windows, write_calibration_set
-from moequant.calib.config import HUB_SOURCES, CalibConfig
+from moequant.calib.build import source_windows, write_calibration_set
+from moequant.calib.config import CALIB_DATASETS, CalibConfig
 from moequant.errors import require
 from moequant.loading import load_model, load_tokenizer
-from moequant.models.config import load_config
+from moequant.models.config import check_seqlen, load_config
 from moequant.runtime import DTYPES, resolve_device, resolve_dtype, seed_everything, spread_map
 
 NAME = "calibrate"
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = CalibConfig()
     parser.add_argument("--model", required=True, help="Hugging Face id, model directory or quantized checkpoint")
     parser.add_argument(
-        "--source", default=defaults.source, help=f"ebss, {', '.join(HUB_SOURCES)}, or text:PATH (.txt or .jsonl)"
+        "--source", default=defaults.source, help=f"ebss, {', '.join(CALIB_DATASETS)}, or text:PATH (.txt or .jsonl)"
     )
     parser.add_argument("--nsamples", type=int, default=defaults.nsamples)
     parser.add_argument("--seqlen", type=int, default=defaults.seqlen)

@@ -7,19 +7,19 @@ from dataclasses import dataclass
 
 import torch
 
+from moequant.corpora import TEXT_PREFIX, hub_names
 from moequant.errors import UsageError
 from moequant.runtime import resolve_dtype
 
-HUB_DATASETS = ("wikitext2", "c4")
-TEXT_PREFIX = "text:"
+PPL_DATASETS = hub_names("evaluation")
 
 
 def check_dataset_spec(spec: str) -> None:
-    if spec in HUB_DATASETS:
+    if spec in PPL_DATASETS:
         return
     if spec.startswith(TEXT_PREFIX) and spec[len(TEXT_PREFIX) :]:
         return
-    raise UsageError(f"unknown dataset {spec!r}; allowed: {', '.join(HUB_DATASETS)}, text:PATH")
+    raise UsageError(f"unknown dataset {spec!r}; allowed: {', '.join(PPL_DATASETS)}, text:PATH")
 
 
 def eval_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -55,8 +55,8 @@ class PerplexityConfig:
             raise UsageError(f"max_windows must be at least 1 when given, got {self.max_windows}")
         if self.random_windows < 1:
             raise UsageError(f"random_windows must be at least 1, got {self.random_windows}")
-        if self.data_path is not None and self.dataset not in HUB_DATASETS:
-            raise UsageError(f"data_path replaces a Hub dataset ({', '.join(HUB_DATASETS)}); {self.dataset!r} is already local")
+        if self.data_path is not None and self.dataset not in PPL_DATASETS:
+            raise UsageError(f"data_path replaces a Hub dataset ({', '.join(PPL_DATASETS)}); {self.dataset!r} is already local")
 
 
 @dataclass

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from moequant.corpora import HUB_DATASETS, load_hub_documents, read_text_file
-from moequant.eval.config import TEXT_PREFIX, check_dataset_spec
+from moequant.corpora import HUB_DATASETS, TEXT_PREFIX, load_hub_documents, read_text_file
+from moequant.eval.config import check_dataset_spec
 
 Protocol = Literal["consecutive", "random"]
 
@@ -28,7 +28,7 @@ class HubSource:
     joiner: str = "\n\n"
 
 
-HUB_SOURCES: dict[str, HubSource] = {"wikitext2": HubSource("consecutive"), "c4": HubSource("random")}
+WINDOW_PROTOCOLS: dict[str, HubSource] = {"wikitext2": HubSource("consecutive"), "c4": HubSource("random")}
 
 
 @dataclass
@@ -60,7 +60,7 @@ def load_eval_text(spec: str, data_path: str | None = None) -> EvalText:
         path = spec[len(TEXT_PREFIX) :]
         stream = "\n\n".join(read_text_file(path))
         return EvalText(spec, "consecutive", [stream], str(Path(path).expanduser().resolve()))
-    source = HUB_SOURCES[spec]
+    source = WINDOW_PROTOCOLS[spec]
     texts = load_hub_documents(spec, "evaluation", data_path, DATA_PATH_OPTION)
     documents = [source.joiner.join(texts)] if source.protocol == "consecutive" else [t for t in texts if t.strip()]
     return EvalText(spec, source.protocol, documents, data_path or HUB_DATASETS[spec, "evaluation"].repo)

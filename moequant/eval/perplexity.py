@@ -21,15 +21,9 @@ from torch import nn
 from moequant.errors import UsageError
 from moequant.eval.config import PerplexityConfig
 from moequant.eval.datasets import EvalText, load_eval_text
-from moequant.models.config import load_config
+from moequant.models.config import check_seqlen, load_config
 from moequant.quant.checkpoint import is_quantized_checkpoint
 from moequant.progress import Ticker
-
-
-def check_seqlen(model_config: Any, seqlen: int) -> None:
-    limit = getattr(model_config, "max_position_embeddings", None)
-    if limit is not None and seqlen > limit:
-        raise UsageError(f"seqlen {seqlen} exceeds the model's maximum positions ({limit})")
 
 
 def precheck_seqlen(spec: str, seqlen: int, trust_remote_code: bool = False) -> None:

@@ -277,16 +277,6 @@ class MoEBlock:
             return torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
         return torch.sigmoid(self.shared_gate(x))
 
-    def forward_from_parts(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Recompute the block's output from routing, expert views and shared experts."""
-        shape = hidden.shape
-        x = hidden.reshape(-1, shape[-1])
-        out = self.experts.routed_forward(x, *self.router.route(x))
-        if self.shared_experts:
-            shared = sum(mlp(x) for mlp in self.shared_experts)
-            out = out + self.shared_coefficient(x) * shared
-        return out.reshape(shape)
-
 
 @dataclass
 class Attention:

@@ -7,6 +7,7 @@ family becomes one `UsageError` line instead of a traceback from transformers.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from moequant.errors import UsageError
 
@@ -29,3 +30,10 @@ def load_config(spec: str, trust_remote_code: bool = False):
         raise UsageError(
             f"cannot load model {spec!r}: not a model directory and not in the local Hugging Face cache ({first})"
         ) from None
+
+
+def check_seqlen(model_config: Any, seqlen: int) -> None:
+    """Windows longer than the model's positions would be scored on positions it never saw."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    if limit is not None and seqlen > limit:
+        raise UsageError(f"seqlen {seqlen} exceeds the model's maximum positions ({limit})")

@@ -5,7 +5,7 @@ import torch
 
 from moequant.calib.balance import sigma
 from moequant.calib.ebss import ebss_generate, first_tokens
-from moequant.calib.ebss_reference import ebss_reference
+from tests.calib.ebss_reference import ebss_reference
 from moequant.calib.measure import measure
 from moequant.calib.vocab import allowed_token_mask
 from moequant.errors import UsageError

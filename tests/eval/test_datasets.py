@@ -7,7 +7,7 @@ import json
 import pytest
 
 from moequant.errors import UsageError
-from moequant.eval.datasets import HUB_SOURCES, load_eval_text
+from moequant.eval.datasets import WINDOW_PROTOCOLS, load_eval_text
 
 WIKI_ROWS = ["", " = Title = \n", "", " First paragraph . \n", " Second one . \n"]
 
@@ -49,7 +49,7 @@ def test_wikitext2_from_a_save_to_disk_copy_is_joined_by_blank_lines(tmp_path) -
     datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": WIKI_ROWS})}).save_to_disk(tmp_path / "wiki")
     text = load_eval_text("wikitext2", data_path=str(tmp_path / "wiki"))
     assert text.documents == ["\n\n".join(WIKI_ROWS)]
-    assert text.protocol == HUB_SOURCES["wikitext2"].protocol == "consecutive"
+    assert text.protocol == WINDOW_PROTOCOLS["wikitext2"].protocol == "consecutive"
 
 
 def test_c4_from_a_local_jsonl_keeps_documents_apart(tmp_path) -> None:
