@@ -63,7 +63,8 @@ def build_calibration(
         allowed = tokenizer_allowed_mask(tokenizer, adapter.lm_head.out_features)
         first = first_tokens(allowed, config.nsamples, config.seed, config.enumerate_first_token)
         result = ebss_generate(
-            adapter, first, allowed, config.seqlen, config.tau, config.width, config.batch_size, progress
+            adapter, first, allowed, config.seqlen, config.tau, config.width, config.batch_size, progress,
+            config.no_repeat_ngram,
         )
         input_ids, counts, mean_logprob = result.input_ids, result.counts, result.mean_logprob
     else:

@@ -29,6 +29,9 @@ class CalibConfig:
     batch_size: int = 16
     enumerate_first_token: bool = False
     data_path: str | None = None
+    no_repeat_ngram: int = 0
+    """EBSS only: no sample repeats an n-gram of this length (0, the paper's search: no block).
+    Small self-sampling models loop on boilerplate; the block is the measured remedy."""
 
     def __post_init__(self) -> None:
         require(
@@ -40,6 +43,14 @@ class CalibConfig:
         require(self.tau > 0, f"tau must be > 0, got {self.tau}")
         require(self.width >= 1, f"width must be >= 1, got {self.width}")
         require(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+        require(
+            self.no_repeat_ngram == 0 or self.no_repeat_ngram >= 2,
+            f"no_repeat_ngram must be 0 (off) or an n-gram length >= 2, got {self.no_repeat_ngram}",
+        )
+        require(
+            self.no_repeat_ngram == 0 or self.is_ebss,
+            f"no_repeat_ngram applies to EBSS only, not to source {self.source!r}",
+        )
         require(
             self.data_path is None or self.source in CALIB_DATASETS,
             f"a data path only applies to the hub sources ({', '.join(CALIB_DATASETS)}), not to {self.source!r}",

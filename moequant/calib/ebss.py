@@ -96,6 +96,25 @@ class _Decoder:
         self.cache.reorder_cache(rows.to(self.device))
 
 
+def repeated_ngram_tokens(history: torch.Tensor, n: int, vocab: int) -> torch.Tensor:
+    """[rows, vocab] mask of the tokens that would repeat an n-gram already in each row of `history`.
+
+    A token v is blocked after a row ending in the (n−1)-gram g when g·v occurred earlier in
+    that row: the search can no longer loop on a phrase, while every token stays allowed
+    in a context it has not followed yet.
+    """
+    rows, length = history.shape
+    blocked = torch.zeros(rows, vocab + 1, dtype=torch.bool)
+    if n < 1 or length < n:
+        return blocked[:, :vocab]
+    windows = history.unfold(1, n, 1)
+    tail = history[:, length - (n - 1) :]
+    matches = (windows[:, :, : n - 1] == tail[:, None, :]).all(dim=-1) if n > 1 else torch.ones(windows.shape[:2], dtype=torch.bool)
+    followers = torch.where(matches, windows[:, :, n - 1], vocab)
+    blocked.scatter_(1, followers, True)
+    return blocked[:, :vocab]
+
+
 def _backtrack(
     first: torch.Tensor, chosen: list[torch.Tensor], parents: list[torch.Tensor], rows: torch.Tensor
 ) -> torch.Tensor:
@@ -110,7 +129,14 @@ def _backtrack(
 
 @torch.no_grad()
 def _search_batch(
-    adapter: ModelAdapter, first: torch.Tensor, allowed: torch.Tensor, seqlen: int, tau: float, width: int, ticker: Ticker
+    adapter: ModelAdapter,
+    first: torch.Tensor,
+    allowed: torch.Tensor,
+    seqlen: int,
+    tau: float,
+    width: int,
+    ticker: Ticker,
+    no_repeat_ngram: int = 0,
 ) -> EbssResult:
     samples = first.numel()
     rows = samples * width
@@ -127,8 +153,13 @@ def _search_batch(
     alive = (torch.arange(rows) % width) == 0
     identity = torch.arange(rows)
     logprobs, counts = decoder.step(start)
+    # Only the repetition block needs every beam's tokens so far; without it they are read
+    # back through the parent pointers at the end.
+    history = start[:, None] if no_repeat_ngram else None
     for step in range(seqlen - 1):
         scores = logprobs.masked_fill_(banned, -math.inf).cpu()
+        if history is not None:
+            scores.masked_fill_(repeated_ngram_tokens(history, no_repeat_ngram, scores.shape[1]), -math.inf)
         if step < GREEDY_TOKENS:
             chosen_lp, chosen = scores.max(dim=-1)
             parents = identity
@@ -145,6 +176,8 @@ def _search_batch(
             decoder.reorder(parents)
         chosen_steps.append(chosen)
         parent_steps.append(parents)
+        if history is not None:
+            history = torch.cat([history[parents], chosen[:, None]], dim=1)
         logprob_sum = logprob_sum[parents] + chosen_lp
         logprobs, new_counts = decoder.step(chosen)
         counts = counts[parents] + new_counts
@@ -163,18 +196,21 @@ def ebss_generate(
     width: int = 4,
     batch_size: int = 16,
     progress: bool = False,
+    no_repeat_ngram: int = 0,
 ) -> EbssResult:
     """One EBSS sequence per entry of `first` (its first token), `batch_size` samples per batch.
 
     The final sequence of each sample is its live beam of lowest cost, where σ is now the
-    sequence's own (its last token has been routed), no longer the parent's.
+    sequence's own (its last token has been routed), no longer the parent's. With
+    `no_repeat_ngram` n > 0, no sequence repeats an n-gram (`repeated_ngram_tokens`); the
+    paper's search is n = 0.
     """
     check_search(allowed, width, seqlen, getattr(adapter.model.config, "max_position_embeddings", None))
     batches = first.split(batch_size)
     results = []
     ticker = Ticker("EBSS", first.numel() * (seqlen - 1), "tokens", enabled=progress)
     for batch in batches:
-        results.append(_search_batch(adapter, batch, allowed, seqlen, tau, width, ticker))
+        results.append(_search_batch(adapter, batch, allowed, seqlen, tau, width, ticker, no_repeat_ngram))
     return EbssResult(
         torch.cat([r.input_ids for r in results]),
         torch.cat([r.logprob_sum for r in results]),

@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seqlen", type=int, default=defaults.seqlen)
     parser.add_argument("--tau", type=float, default=defaults.tau, help="EBSS temperature of the balance term")
     parser.add_argument("--width", type=int, default=defaults.width, help="EBSS beam width")
+    parser.add_argument(
+        "--no-repeat-ngram", type=int, default=defaults.no_repeat_ngram,
+        help="EBSS: no sample repeats an n-gram of this length (default 0: the paper's search, no block)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="samples per forward batch")
     parser.add_argument(
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         seqlen=args.seqlen,
         tau=args.tau,
         width=args.width,
+        no_repeat_ngram=args.no_repeat_ngram,
         seed=args.seed,
         batch_size=args.batch_size,
         enumerate_first_token=args.enumerate_first_token,

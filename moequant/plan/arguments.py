@@ -58,7 +58,7 @@ class Arguments:
             f"--seqlen {entry['seqlen']}",
             f"--seed {entry['seed']}",
         ]
-        args += [f"--{key} {entry[key]}" for key in ("tau", "width") if key in entry]
+        args += [f"--{key.replace('_', '-')} {entry[key]}" for key in ("tau", "width", "no_repeat_ngram") if key in entry]
         return " ".join(args + self._spread(model) + self._remote_code(model))
 
     def _spread(self, model: str) -> list[str]:

@@ -87,7 +87,11 @@ class Targets:
                 for name, entry in self.config["methods"].items()
             },
             "calibration": {
-                name: {"label": entry.get("label", name), "source": entry.get("source")}
+                name: {
+                    "label": entry.get("label", name),
+                    "source": entry.get("source"),
+                    **({"no_repeat_ngram": entry["no_repeat_ngram"]} if entry.get("no_repeat_ngram") else {}),
+                }
                 for name, entry in self.config["calibration"].items()
             },
             "tables": [{"name": name, **table} for name, table in self.config["tables"].items()],

@@ -35,13 +35,17 @@ def _baseline_calibration(spec: ReportSpec) -> str | None:
     return next((m.calibration for m in gptq if spec.calibration_sources.get(m.calibration) != EBSS), None)
 
 
+def _is_paper_ebss(spec: ReportSpec, calibration: str) -> bool:
+    return spec.calibration_sources.get(calibration) == EBSS and calibration not in spec.repetition_blocked
+
+
 def _matches(method: MethodInfo, role: Role, spec: ReportSpec, baseline: str | None) -> bool:
     if method.rotation != role.rotation or method.algorithm != role.algorithm or method.calibration is None:
         return False
     if method.all_experts != role.all_experts:
         return False
     if role.calibration == EBSS:
-        return spec.calibration_sources.get(method.calibration) == EBSS
+        return _is_paper_ebss(spec, method.calibration)
     return method.calibration == baseline
 
 
@@ -107,8 +111,8 @@ def _balance(results: pd.DataFrame, spec: ReportSpec, model: str) -> str:
     claim = "EBSS balances experts better than every text-window set"
     sigmas = results[(results["model"] == model) & (results["metric"] == "sigma")]
     values = {str(r.dataset): float(r.value) for r in sigmas.itertuples()}
-    ebss = {n: v for n, v in values.items() if spec.calibration_sources.get(n) == EBSS}
-    windows = {n: v for n, v in values.items() if n not in ebss}
+    ebss = {n: v for n, v in values.items() if _is_paper_ebss(spec, n)}
+    windows = {n: v for n, v in values.items() if spec.calibration_sources.get(n) != EBSS}
     if not ebss or not windows:
         return f"| {claim} | σ | – | not measured: needs an EBSS set and a window set |"
     evidence = ", ".join(f"{spec.calibration.get(n, n)} {v:.4f}" for n, v in sorted(values.items(), key=lambda kv: kv[1]))

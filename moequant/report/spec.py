@@ -58,6 +58,8 @@ class ReportSpec:
     tables: list[TableSpec]
     ppl_dataset: str | None = None
     calibration_sources: dict[str, str] = field(default_factory=dict)
+    repetition_blocked: frozenset[str] = frozenset()
+    """EBSS sets searched with a repetition block: a variant of the paper's EBSS, not the method itself."""
 
     def __post_init__(self) -> None:
         for table in self.tables:
@@ -129,6 +131,9 @@ def spec_from_dict(raw: dict[str, Any]) -> ReportSpec:
             calibration_sources={
                 name: str((entry or {}).get("source", "")) for name, entry in raw.get("calibration", {}).items()
             },
+            repetition_blocked=frozenset(
+                name for name, entry in raw.get("calibration", {}).items() if (entry or {}).get("no_repeat_ngram")
+            ),
         )
     except (KeyError, TypeError, AttributeError) as err:
         raise UsageError(f"table spec is malformed: missing or wrong entry {err}") from None

@@ -30,22 +30,35 @@ def _prefix_forward(adapter: ModelAdapter, sequence: list[int]) -> tuple[torch.T
 
 
 @torch.no_grad()
+def _repeats(sequence: list[int], n: int, vocab: int) -> torch.Tensor:
+    """[vocab] the tokens that would complete an n-gram `sequence` already holds, by plain iteration."""
+    blocked = torch.zeros(vocab, dtype=torch.bool)
+    if n < 1 or len(sequence) < n:
+        return blocked
+    tail = sequence[len(sequence) - (n - 1) :]
+    for start in range(len(sequence) - n + 1):
+        if sequence[start : start + n - 1] == tail:
+            blocked[sequence[start + n - 1]] = True
+    return blocked
+
+
 def _reference_one(
-    adapter: ModelAdapter, first: int, allowed: torch.Tensor, seqlen: int, tau: float, width: int
+    adapter: ModelAdapter, first: int, allowed: torch.Tensor, seqlen: int, tau: float, width: int, no_repeat_ngram: int
 ) -> tuple[list[int], float, torch.Tensor]:
     banned = ~allowed
+    vocab = allowed.numel()
     sequence, total = [first], 0.0
     for _ in range(min(GREEDY_TOKENS, seqlen - 1)):
         logprobs, _ = _prefix_forward(adapter, sequence)
-        lp, token = logprobs.masked_fill(banned, -math.inf).max(dim=0)
+        blocked = banned | _repeats(sequence, no_repeat_ngram, vocab)
+        lp, token = logprobs.masked_fill(blocked, -math.inf).max(dim=0)
         sequence, total = [*sequence, int(token)], total + float(lp)
     beams = [(sequence, total)]
-    vocab = allowed.numel()
     while len(beams[0][0]) < seqlen:
         scores, costs = [], []
         for beam, beam_total in beams:
             logprobs, counts = _prefix_forward(adapter, beam)
-            scores.append(logprobs.masked_fill(banned, -math.inf))
+            scores.append(logprobs.masked_fill(banned | _repeats(beam, no_repeat_ngram, vocab), -math.inf))
             costs.append(beam_cost(beam_total + scores[-1], len(beam), sigma(counts), tau))
         _, best = torch.stack(costs).reshape(-1).topk(width, largest=False, sorted=True)
         beams = [
@@ -61,11 +74,10 @@ def _reference_one(
     return beam, beam_total, counts
 
 
-def ebss_reference(
-    adapter: ModelAdapter, first: torch.Tensor, allowed: torch.Tensor, seqlen: int, tau: float = 1.2, width: int = 4
-) -> EbssResult:
+def ebss_reference(adapter: ModelAdapter, first: torch.Tensor, allowed: torch.Tensor, seqlen: int,
+                   tau: float = 1.2, width: int = 4, no_repeat_ngram: int = 0) -> EbssResult:
     check_search(allowed, width, seqlen, getattr(adapter.model.config, "max_position_embeddings", None))
-    found = [_reference_one(adapter, int(token), allowed, seqlen, tau, width) for token in first]
+    found = [_reference_one(adapter, int(token), allowed, seqlen, tau, width, no_repeat_ngram) for token in first]
     return EbssResult(
         torch.tensor([beam for beam, _, _ in found], dtype=torch.long),
         torch.tensor([total for _, total, _ in found], dtype=torch.float64),

@@ -114,3 +114,40 @@ def test_search_rejects_impossible_requests(make_tiny) -> None:
     allowed = _allowed(model)
     with pytest.raises(UsageError, match="maximum positions"):
         ebss_generate(adapter, first_tokens(allowed, 1, 0), allowed, seqlen=129, width=2)
+
+
+def test_repeated_ngram_tokens_blocks_what_would_repeat_an_ngram() -> None:
+    from moequant.calib.ebss import repeated_ngram_tokens
+
+    history = torch.tensor([[5, 6, 7, 5, 6], [1, 2, 3, 4, 5]])
+    blocked = repeated_ngram_tokens(history, 3, 10)
+    assert blocked[0].nonzero().flatten().tolist() == [7], "5 6 → 7 already occurred"
+    assert not blocked[1].any()
+    assert repeated_ngram_tokens(history, 2, 10)[0].nonzero().flatten().tolist() == [7]
+    assert not repeated_ngram_tokens(history, 0, 10).any()
+
+
+@pytest.mark.parametrize(("layout", "n"), [("mixtral", 2), ("deepseek_remote", 3)])
+def test_blocked_search_equals_the_blocked_reference(tiny_f64, layout: str, n: int) -> None:
+    model = tiny_f64(layout)
+    adapter, allowed = adapt(model), _allowed(model)
+    first = first_tokens(allowed, 3, seed=5)
+    fast = ebss_generate(adapter, first, allowed, seqlen=11, tau=1.2, width=3, batch_size=3, no_repeat_ngram=n)
+    reference = ebss_reference(adapter, first, allowed, seqlen=11, tau=1.2, width=3, no_repeat_ngram=n)
+    assert torch.equal(fast.input_ids, reference.input_ids)
+    assert torch.equal(fast.counts, reference.counts)
+
+
+def _has_repeated_ngram(row: list[int], n: int) -> bool:
+    grams = [tuple(row[i : i + n]) for i in range(len(row) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def test_no_sample_repeats_an_ngram_once_blocked(tiny_f64) -> None:
+    model = tiny_f64("mixtral")
+    adapter, allowed = adapt(model), _allowed(model)
+    first = first_tokens(allowed, 6, seed=0)
+    plain = ebss_generate(adapter, first, allowed, seqlen=40, width=4)
+    blocked = ebss_generate(adapter, first, allowed, seqlen=40, width=4, no_repeat_ngram=3)
+    assert any(_has_repeated_ngram(row, 3) for row in plain.input_ids.tolist()), "the test needs repetition to block"
+    assert not any(_has_repeated_ngram(row, 3) for row in blocked.input_ids.tolist())

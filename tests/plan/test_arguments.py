@@ -100,3 +100,9 @@ def test_a_model_given_several_gpus_is_spread_over_them(load_config) -> None:
     assert paper_plan.resources.gpus("eval_ppl", "mixtral_8x7b") == 4
     assert paper_plan.resources.gpus("evaluate", "mixtral_8x7b") == 4
     assert paper_plan.resources.gpus("eval_ppl", "qwen_moe_14b") == 1
+
+
+def test_calibrate_passes_the_repetition_block(load_config) -> None:
+    config = load_config("test")
+    config["calibration"]["ebss"]["no_repeat_ngram"] = 4
+    assert Plan(config, "results").args.calibrate("demo", "ebss").endswith("--tau 1.2 --width 2 --no-repeat-ngram 4")

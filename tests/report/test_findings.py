@@ -67,3 +67,18 @@ def test_a_claim_without_its_methods_says_not_measured() -> None:
     assert verdicts["Rotation helps GPTQ"].startswith("not measured")
     assert verdicts["MoEQuant++ beats QuaRot+GPTQ"] == "**reproduced**"
     assert "W3 mean KL 0.045 vs 0.06" in markdown
+
+
+def test_a_repetition_blocked_ebss_set_is_a_variant_not_the_method() -> None:
+    raw = {
+        **SPEC,
+        "methods": {
+            "blocked": {"label": "blocked", "rotation": True, "calibration": "ebss_block", "algorithm": "agq", "bits": [3]},
+            **SPEC["methods"],
+        },
+        "calibration": {**SPEC["calibration"], "ebss_block": {"label": "EBSS blocked", "source": "ebss", "no_repeat_ngram": 4}},
+    }
+    spec = spec_from_dict(raw)
+    assert find(spec, Role(True, "ebss", "agq")) == "moequant++", "listed first, yet not the paper's EBSS"
+    verdicts = _verdicts(findings_markdown(spec, _results({}, {"ebss": 0.01, "ebss_block": 0.09, "prose": 0.05})))
+    assert verdicts["EBSS balances experts better than every text-window set"] == "**reproduced**"

@@ -18,9 +18,9 @@ def test_default_config_plans_every_table1_method_at_w4_and_w3(workflow):
     root, env = workflow
     jobs = planned_jobs(snakemake(root, env, "-n"))
     assert jobs["build_demo"] == 1 and jobs["rotate"] == 1 and jobs["tables"] == 1
-    assert jobs["calibrate"] == 5  # EBSS and the mixed / prose / code / math windows
-    # six quantizing methods at W4 and W3; at W3 five calibration-ablation runs and two Table 5 ones
-    assert jobs["quantize"] == 6 * 2 + 5 + 2
+    assert jobs["calibrate"] == 6  # EBSS, EBSS with the repetition block, mixed / prose / code / math windows
+    # six quantizing methods at W4 and W3; at W3 six calibration-ablation runs and two Table 5 ones
+    assert jobs["quantize"] == 6 * 2 + 6 + 2
 
 
 def test_default_config_evaluates_each_model_once_for_all_held_out_texts(workflow):
@@ -28,7 +28,7 @@ def test_default_config_evaluates_each_model_once_for_all_held_out_texts(workflo
     result = snakemake(root, env, "-n", "--printshellcmds")
     jobs = planned_jobs(result)
     assert jobs["evaluate"] == 1 + 6 * 2  # fp and every tabled method: perplexity and tasks in one job
-    assert jobs["eval_ppl"] == 7  # the ablation runs are in no task table
+    assert jobs["eval_ppl"] == 8  # the ablation runs are in no task table
     assert "eval_tasks" not in jobs
     lines = result.stdout.splitlines()
     ppl_commands = [line for line in lines if "moequant eval-ppl" in line or "moequant evaluate" in line]
