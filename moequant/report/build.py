@@ -28,6 +28,8 @@ def long_results(spec: ReportSpec, layout: ResultsLayout) -> pd.DataFrame:
                     rows.append({**base, "metric": metric, "dataset": dataset, "value": value})
             for task, value in layout.tasks(model, method, bits).items():
                 rows.append({**base, "metric": "accuracy", "dataset": task, "value": value})
+            for task, value in layout.task_errors(model, method, bits).items():
+                rows.append({**base, "metric": "accuracy_stderr", "dataset": task, "value": value})
         for calib in layout.calibration_sets(model):
             sigma = layout.calibration(model, calib).get("sigma")
             if isinstance(sigma, (int, float)) and math.isfinite(sigma):

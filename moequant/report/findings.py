@@ -120,6 +120,37 @@ def _balance(results: pd.DataFrame, spec: ReportSpec, model: str) -> str:
     return f"| {claim} | σ of each calibration set | {evidence} | {verdict} |"
 
 
+def _task_average(results: pd.DataFrame, model: str, method: str, bits: int) -> tuple[float, float] | None:
+    """(mean accuracy over the tasks, its standard error) of one variant, when every task has both."""
+    rows = results[(results["model"] == model) & (results["method"] == method) & (results["bits"] == bits)]
+    accuracy = {str(r.dataset): float(r.value) for r in rows[rows["metric"] == "accuracy"].itertuples()}
+    errors = {str(r.dataset): float(r.value) for r in rows[rows["metric"] == "accuracy_stderr"].itertuples()}
+    if not accuracy or accuracy.keys() != errors.keys():
+        return None
+    count = len(accuracy)
+    return sum(accuracy.values()) / count, math.sqrt(sum(e * e for e in errors.values())) / count
+
+
+def _tasks_separate(results: pd.DataFrame, spec: ReportSpec, model: str) -> str:
+    """Whether the task AVG tells full precision from RTN at its lowest width: a check of the testbed, not a claim."""
+    claim = "The tasks tell FP from RTN (AVG apart by at least 2 standard errors)"
+    fp = next((name for name, m in spec.methods.items() if m.algorithm in (None, "none") and not m.calibration), None)
+    rtn = next((name for name, m in spec.methods.items() if m.algorithm == "rtn"), None)
+    if fp is None or rtn is None or "bits" not in results:
+        return f"| {claim} | – | – | not measured: needs an FP and an RTN row with tasks |"
+    fp_bits = _bits_of(results, model, fp)
+    rtn_bits = sorted(b for b in _bits_of(results, model, rtn) if _task_average(results, model, rtn, b))
+    full = next((_task_average(results, model, fp, b) for b in sorted(fp_bits) if _task_average(results, model, fp, b)), None)
+    if full is None or not rtn_bits:
+        return f"| {claim} | – | – | not measured: needs task results with standard errors for FP and RTN |"
+    low = _task_average(results, model, rtn, rtn_bits[0])
+    assert low is not None
+    gap, spread = full[0] - low[0], math.sqrt(full[1] ** 2 + low[1] ** 2)
+    verdict = "**yes**" if gap >= 2 * spread else "**no**"
+    evidence = f"AVG {full[0]:.2f} ± {full[1]:.2f} vs {low[0]:.2f} ± {low[1]:.2f}: gap {gap:.2f} = {gap / spread:.1f} standard errors"
+    return f"| {claim} | {spec.methods[fp].label} vs {spec.methods[rtn].label} W{rtn_bits[0]} | {evidence} | {verdict} |"
+
+
 def findings_markdown(spec: ReportSpec, results: pd.DataFrame) -> str:
     """One table per model: claim, the two methods compared, the numbers, the verdict."""
     lines = ["# Findings: the paper's claims on this run's numbers", ""]
@@ -131,4 +162,5 @@ def findings_markdown(spec: ReportSpec, results: pd.DataFrame) -> str:
         lines += ["", f"## {label}", "", "| claim | compared | numbers | verdict |", "|---|---|---|---|"]
         lines.append(_balance(results, spec, model))
         lines += [_compare(results, spec, model, claim, better, worse) for claim, better, worse in CLAIMS]
+        lines.append(_tasks_separate(results, spec, model))
     return "\n".join(lines) + "\n"

@@ -93,6 +93,25 @@ def task_accuracies(payload: dict[str, Any]) -> dict[str, float]:
     return found
 
 
+def task_stderrs(payload: dict[str, Any]) -> dict[str, float]:
+    """Task → lm-eval's standard error of its headline accuracy, in percent (tasks without one left out).
+
+    The metric is the first of TASK_METRICS that has both a value and a stderr in lm-eval's
+    raw `results`, the order `_task_accuracy` picks the headline in.
+    """
+    found = {}
+    for task, metrics in (payload.get("results") or {}).items():
+        if not isinstance(metrics, dict):
+            continue
+        for metric in TASK_METRICS:
+            values = {str(k).split(",")[0]: v for k, v in metrics.items()}
+            value, error = _number(values.get(metric)), _number(values.get(f"{metric}_stderr"))
+            if value is not None and error is not None:
+                found[str(task)] = error * 100.0 if value <= 1.0 else error
+                break
+    return found
+
+
 class ResultsLayout:
     """Paths and readers for one results folder."""
 
@@ -149,6 +168,10 @@ class ResultsLayout:
     def tasks(self, model: str, method: str, bits: int) -> dict[str, float]:
         path = self.tasks_file(model, method, bits)
         return task_accuracies(read_json(path)) if path.is_file() else {}
+
+    def task_errors(self, model: str, method: str, bits: int) -> dict[str, float]:
+        path = self.tasks_file(model, method, bits)
+        return task_stderrs(read_json(path)) if path.is_file() else {}
 
     def calibration(self, model: str, calibration: str) -> dict[str, Any]:
         path = self.calib_summary(model, calibration)

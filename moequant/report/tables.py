@@ -28,6 +28,11 @@ def kl_column(dataset: str) -> str:
     return f"KL {dataset}"
 
 
+def error_column(column: str) -> str:
+    """The CSV column of `column`'s standard error; Markdown prints it in the same cell, as ±."""
+    return f"{column} ±"
+
+
 def build_table(spec: ReportSpec, table: TableSpec, layout: ResultsLayout) -> pd.DataFrame:
     rows = []
     for model in spec.table_models(table):
@@ -48,9 +53,14 @@ def build_table(spec: ReportSpec, table: TableSpec, layout: ResultsLayout) -> pd
                 row[kl_column(dataset)] = layout.ppl(model, method, bits, dataset).get("kld", math.nan)
             if table.tasks:
                 accuracies = layout.tasks(model, method, bits)
+                errors = layout.task_errors(model, method, bits)
                 values = [accuracies.get(task, math.nan) for task in table.tasks]
-                row.update(zip(table.tasks, values))
+                spreads = [errors.get(task, math.nan) for task in table.tasks]
+                for task, value, spread in zip(table.tasks, values, spreads):
+                    row[task], row[error_column(task)] = value, spread
                 row["AVG"] = sum(values) / len(values) if not any(math.isnan(v) for v in values) else math.nan
+                # tasks are scored on disjoint documents, so their errors add in quadrature
+                row[error_column("AVG")] = math.sqrt(sum(e * e for e in spreads)) / len(spreads)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -71,14 +81,22 @@ def _format(column: str, value: object) -> str:
     return f"{value:.2f}"
 
 
+def _cell(column: str, record: dict[str, object]) -> str:
+    text = _format(column, record[column])
+    error = record.get(error_column(column))
+    if text != MISSING and isinstance(error, float) and not math.isnan(error):
+        text += f" ± {error:.2f}"
+    return text
+
+
 def to_markdown(frame: pd.DataFrame, title: str) -> str:
     """A pipe table; the model name is printed once per block of rows, as in the paper."""
-    columns = list(frame.columns)
+    columns = [c for c in frame.columns if not str(c).endswith(" ±")]
     lines = [f"### {title}", "", "| " + " | ".join(columns) + " |"]
     lines.append("|" + "|".join("---" if c in ("Model", "Method", "Calib") else "---:" for c in columns) + "|")
     previous_model = None
     for record in frame.to_dict("records"):
-        cells = [_format(column, record[column]) for column in columns]
+        cells = [_cell(column, record) for column in columns]
         if record.get("Model") == previous_model:
             cells[columns.index("Model")] = ""
         previous_model = record.get("Model")

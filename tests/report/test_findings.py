@@ -36,9 +36,13 @@ def _results(kl: dict[str, float], sigma: dict[str, float]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _verdicts(markdown: str) -> dict[str, str]:
+TASKS_CHECK = "The tasks tell FP from RTN (AVG apart by at least 2 standard errors)"
+
+
+def _verdicts(markdown: str, with_tasks: bool = False) -> dict[str, str]:
     rows = [line.split(" | ") for line in markdown.splitlines() if line.startswith("| ") and "---" not in line]
-    return {cells[0].lstrip("| "): cells[-1].rstrip(" |") for cells in rows[1:] if cells[0] != "| claim"}
+    found = {cells[0].lstrip("| "): cells[-1].rstrip(" |") for cells in rows[1:] if cells[0] != "| claim"}
+    return found if with_tasks else {k: v for k, v in found.items() if k != TASKS_CHECK}
 
 
 def test_roles_are_found_by_rotation_calibration_source_and_algorithm() -> None:
@@ -82,3 +86,23 @@ def test_a_repetition_blocked_ebss_set_is_a_variant_not_the_method() -> None:
     assert find(spec, Role(True, "ebss", "agq")) == "moequant++", "listed first, yet not the paper's EBSS"
     verdicts = _verdicts(findings_markdown(spec, _results({}, {"ebss": 0.01, "ebss_block": 0.09, "prose": 0.05})))
     assert verdicts["EBSS balances experts better than every text-window set"] == "**reproduced**"
+
+
+def _task_rows(method: str, bits: int, accuracy: list[float], stderr: list[float]) -> list[dict]:
+    rows = []
+    for index, (value, error) in enumerate(zip(accuracy, stderr)):
+        base = {"model": "demo", "method": method, "label": method, "bits": bits, "dataset": f"t{index}"}
+        rows += [{**base, "metric": "accuracy", "value": value}, {**base, "metric": "accuracy_stderr", "value": error}]
+    return rows
+
+
+def test_the_tasks_check_weighs_the_gap_against_the_standard_errors() -> None:
+    raw = {**SPEC, "methods": {**SPEC["methods"], "rtn": {"label": "RTN", "algorithm": "rtn", "bits": [4, 3]}}}
+    spec = spec_from_dict(raw)
+    apart = pd.DataFrame(_task_rows("fp16", 16, [60, 70], [3, 4]) + _task_rows("rtn", 3, [50, 55], [3, 4]) + _task_rows("rtn", 4, [60, 70], [3, 4]))
+    markdown = findings_markdown(spec, apart)
+    assert _verdicts(markdown, with_tasks=True)[TASKS_CHECK] == "**yes**"
+    assert "AVG 65.00 ± 2.50 vs 52.50 ± 2.50: gap 12.50 = 3.5 standard errors" in markdown, "W3, the lowest width"
+    close = pd.DataFrame(_task_rows("fp16", 16, [60, 70], [3, 4]) + _task_rows("rtn", 3, [58, 66], [3, 4]))
+    assert _verdicts(findings_markdown(spec, close), with_tasks=True)[TASKS_CHECK] == "**no**"
+    assert _verdicts(findings_markdown(spec, _results({"gptq": 0.05}, {})), with_tasks=True)[TASKS_CHECK].startswith("not measured")

@@ -60,11 +60,15 @@ def test_table_values_in_the_papers_layout(results, tmp_path):
     out = tmp_path / "tables"
     build_report(results, out, _spec(kl=["wiki"], sigma=True))
     frame = pd.read_csv(out / "t4.csv")
-    assert list(frame.columns) == ["Model", "Method", "Calib", "σ", "distinct-4", "rep. span", "wiki", "KL wiki", "boolq", "gsm8k", "AVG"]
+    assert list(frame.columns) == [
+        "Model", "Method", "Calib", "σ", "distinct-4", "rep. span", "wiki", "KL wiki",
+        "boolq", "boolq ±", "gsm8k", "gsm8k ±", "AVG", "AVG ±",
+    ]
     assert list(frame["Method"]) == ["FP", "RTN", "MoEQuant++"]
     fp, rtn, mq = frame.to_dict("records")
     assert fp["wiki"] == 10.0 and rtn["wiki"] == 12.0 and mq["wiki"] == 11.0
     assert fp["boolq"] == 75.0 and fp["gsm8k"] == 25.0 and fp["AVG"] == 50.0
+    assert fp["boolq ±"] == 1.0 and math.isnan(fp["gsm8k ±"]) and math.isnan(fp["AVG ±"]), "lm-eval's stderr, in points"
     assert mq["AVG"] == 50.0 and mq["σ"] == pytest.approx(0.0123) and mq["Calib"] == "EBSS"
     assert math.isnan(rtn["boolq"]) and math.isnan(rtn["AVG"]), "a missing result is missing, not zero"
     assert mq["KL wiki"] == pytest.approx(0.11)
@@ -76,7 +80,7 @@ def test_markdown_prints_model_once_and_dashes_for_missing(results, tmp_path):
     lines = (out / "t4.md").read_text().splitlines()
     assert lines[0] == "### W4"
     assert lines[2] == "| Model | Method | wiki | boolq | gsm8k | AVG |"
-    assert lines[4] == "| Model-M | FP | 10.00 | 75.00 | 25.00 | 50.00 |"
+    assert lines[4] == "| Model-M | FP | 10.00 | 75.00 ± 1.00 | 25.00 | 50.00 |"
     assert lines[5] == "|  | RTN | 12.00 | – | – | – |"
     assert (out / "tables.md").read_text().startswith("### W4")
 
@@ -117,3 +121,15 @@ def test_corrupt_result_file_names_the_file(results, tmp_path):
     (results / "m" / "eval" / "rtn-w4" / "ppl-wiki.json").write_text("{not json")
     with pytest.raises(UsageError, match="rtn-w4/ppl-wiki.json"):
         build_report(results, tmp_path / "tables", _spec())
+
+
+def test_the_task_average_carries_the_errors_of_its_tasks(tmp_path):
+    root = tmp_path / "results"
+    _write(root / "m" / "eval" / "fp16-w16" / "ppl-wiki.json", {"ppl": 10.0})
+    both = {"results": {"boolq": {"acc,none": 0.75, "acc_stderr,none": 0.03}, "gsm8k": {"acc,none": 0.25, "acc_stderr,none": 0.04}}}
+    _write(root / "m" / "eval" / "fp16-w16" / "tasks.json", both)
+    out = tmp_path / "tables"
+    build_report(root, out, _spec(methods=["fp16"]))
+    (fp,) = pd.read_csv(out / "t4.csv").to_dict("records")
+    assert fp["AVG"] == 50.0 and fp["AVG ±"] == pytest.approx(2.5), "sqrt(3² + 4²) / 2"
+    assert "| 50.00 ± 2.50 |" in (out / "t4.md").read_text()
