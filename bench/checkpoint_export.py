@@ -20,8 +20,7 @@ import torch
 from moequant.calib.records import read_calibration
 from moequant.loading import load_model, load_tokenizer
 from moequant.quant.checkpoint import save_quantized
-from moequant.quant.config import QuantConfig
-from moequant.quant.registry import get
+from moequant.quant.registry import configure, get
 
 METHODS = {  # name → (algorithm, calibration set, rotated source)
     "rtn-w4": ("rtn", None, False),
@@ -57,7 +56,7 @@ def main() -> None:
         if calib_name is not None:
             calib, _ = read_calibration(str(root / "calib" / f"{calib_name}.jsonl"), tokenizer)
         bits = int(name.rsplit("w", 1)[1])
-        result = get(algo).quantize(model, calib, QuantConfig(algo=algo, wbits=bits, device="cpu"))
+        result = get(algo).quantize(model, calib, configure(algo, wbits=bits, device="cpu"))
         with torch.no_grad():
             in_memory = model(held_out).logits
         with tempfile.TemporaryDirectory() as tmp:

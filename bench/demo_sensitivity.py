@@ -30,7 +30,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from moequant.demo import DOMAINS, MIXED, SUMMARY, evaluate_texts
-from moequant.quant.config import QuantConfig
+from moequant.quant.registry import configure
 from moequant.quant.rtn import quantize_rtn
 
 NAMES = (*DOMAINS, MIXED)
@@ -42,7 +42,7 @@ def perplexities(model: torch.nn.Module, tokenizer: Any, texts: dict[str, str], 
 
 def quantized(directory: Path, bits: int, clip: bool) -> torch.nn.Module:
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
-    quantize_rtn(model, None, QuantConfig(algo="rtn", wbits=bits, clip=clip, quantize_router=False, device="cpu"))
+    quantize_rtn(model, None, configure("rtn", wbits=bits, clip=clip, quantize_router=False, device="cpu"))
     return model
 
 

@@ -19,10 +19,11 @@ import time
 import torch
 
 from moequant.models import adapt
-from moequant.quant.config import QuantConfig
 from moequant.quant.driver import capture_layer_inputs, stream_quantize
 from moequant.quant.gptq import gptq_solve
+from moequant.quant.config import QuantConfig
 from moequant.quant.hessian import HessianStack
+from moequant.quant.registry import configure
 from moequant.quant.sequential import GPTQLayer
 from moequant.quant.targets import LayerTargets
 
@@ -47,7 +48,7 @@ def one_layer_model(spec: str | None):
 
 
 def config() -> QuantConfig:
-    return QuantConfig(algo="agq", wbits=3, hessian_dtype="float64", device="cpu", batch_size=8)
+    return configure("agq", wbits=3, hessian_dtype="float64", device="cpu", batch_size=8)
 
 
 def run_batched(model, calib) -> dict[str, torch.Tensor]:
@@ -78,8 +79,8 @@ def run_reference(model, calib) -> dict[str, torch.Tensor]:
         return hessian
 
     def solve(weight, hessian):
-        result = gptq_solve(weight[None], hessian.H, cfg.grid(), cfg.damp, cfg.blocksize, cfg.act_order,
-                            hessian.tokens < cfg.min_tokens)
+        result = gptq_solve(weight[None], hessian.H, cfg.grid, cfg.options.damp, cfg.options.blocksize,
+                            cfg.options.act_order, hessian.tokens < cfg.run.min_tokens)
         weight.copy_(result.weight.dequantize()[0].to(weight.dtype))
         return result.weight.codes[0]
 

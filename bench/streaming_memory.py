@@ -35,8 +35,8 @@ import torch
 from moequant.memory import module_bytes
 from moequant.models import adapt
 from moequant.models.synthetic import PAPER_SHAPES, tiny_model
-from moequant.quant.config import QuantConfig
 from moequant.quant.driver import memory_plan
+from moequant.quant.registry import configure
 from tests.quant.helpers import VOCAB, word_tokenizer, write_calib
 
 MIB = 2**20
@@ -146,7 +146,7 @@ def projection_rows(tokens: int) -> list[list[str]]:
     rows = []
     for name in [*PAPER_SHAPES, "deepseek-v3"]:
         adapter = adapt(skeleton(name))
-        config = QuantConfig(algo="agq", wbits=4, device="cpu")
+        config = configure("agq", wbits=4, device="cpu")
         in_memory = memory_plan(adapter, tokens, dtype, config)
         streamed = memory_plan(adapter, tokens, dtype, config, streaming=True)
         layer = max(module_bytes(layer.module, dtype) for layer in adapter.layers)

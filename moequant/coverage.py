@@ -132,10 +132,9 @@ def check_adapter(model: nn.Module) -> None:
 @torch.no_grad()
 def check_quantize(model: nn.Module, algo: str) -> None:
     from moequant.quant.checkpoint import load_quantized, save_quantized
-    from moequant.quant.config import QuantConfig
-    from moequant.quant.registry import get
+    from moequant.quant.registry import configure, get
 
-    config = QuantConfig(algo=algo, wbits=4, device="cpu")
+    config = configure(algo, wbits=4, device="cpu")
     quantized = copy.deepcopy(model)
     result = get(algo).quantize(quantized, _ids(_CALIB_SHAPE, _vocab(model), 0), config)
     probe = _ids(_PROBE_SHAPE, _vocab(model), 2)

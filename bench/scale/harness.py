@@ -153,7 +153,7 @@ def quantize_phase(model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor,
     gc.collect()
     rss_start = rss_bytes()
     with PeakHostMemory() as host, peak_gpu_memory(device) as gpu:
-        with instrumented(costs, current, device, config.blocksize):
+        with instrumented(costs, current, device, config.options.blocksize):
             sync(device)
             begin = now()
             result = stream_quantize(model, calib, config, quantize_layer)
@@ -265,16 +265,16 @@ def hessian_precision_check(adapter: ModelAdapter, calib: torch.Tensor, config: 
     and in float64; both are solved with the same weight, and the results are compared on
     the float64 proxy loss tr(ΔW·H·ΔWᵀ) and on how many integer codes agree.
     """
-    inputs, _ = capture_layer_inputs(adapter, calib[: config.batch_size], config.batch_size, device)
+    inputs, _ = capture_layer_inputs(adapter, calib[: config.run.batch_size], config.run.batch_size, device)
     layer = adapter.layers[0]
     x = layer.input_norm(inputs[0]).reshape(-1, inputs[0].shape[-1])
     weight = next(iter(layer.attention.readers.values())).weight.detach().to(device)[None]
     outcomes = {}
-    for name, dtype in (("run", torch.float64 if config.hessian_dtype == "float64" else torch.float32),
+    for name, dtype in (("run", torch.float64 if config.run.hessian_dtype == "float64" else torch.float32),
                         ("float64", torch.float64)):
         stack = HessianStack(1, x.shape[-1], dtype, device)
         stack.add(0, x)
-        solved = gptq_solve(weight, stack.H, config.grid(), config.damp, config.blocksize, config.act_order)
+        solved = gptq_solve(weight, stack.H, config.grid, config.options.damp, config.options.blocksize, config.options.act_order)
         outcomes[name] = (stack.H.double(), solved.weight)
     H64 = outcomes["float64"][0]
     w64 = weight.double()
@@ -286,7 +286,7 @@ def hessian_precision_check(adapter: ModelAdapter, calib: torch.Tensor, config: 
     run_loss, ref_loss = proxy(outcomes["run"][1]), proxy(outcomes["float64"][1])
     codes_run, codes_ref = outcomes["run"][1].codes, outcomes["float64"][1].codes
     return {
-        "hessian_dtype": config.hessian_dtype,
+        "hessian_dtype": config.run.hessian_dtype,
         "tf32": bool(device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32),
         "hessian_rel_error": float((outcomes["run"][0] - H64).norm() / H64.norm()),
         "proxy_loss_rel_change": (run_loss - ref_loss) / ref_loss,

@@ -35,7 +35,7 @@ from bench.scale.shapes import build, config_summary, default_layers, full_layer
 from moequant.artifacts import write_json
 from moequant.errors import UsageError
 from moequant.models import adapt
-from moequant.quant.config import QuantConfig
+from moequant.quant.registry import configure
 from moequant.runtime import resolve_device, resolve_dtype
 
 PHASES = ("rotate", "precision", "quant", "ebss", "ppl")
@@ -114,8 +114,8 @@ def run_shape(name: str, args: argparse.Namespace, rates: dict[str, float]) -> d
     adapter = adapt(model)
     layer_params = [sum(p.numel() for p in layer.module.parameters()) for layer in adapter.layers]
     params = sum(p.numel() for p in model.parameters())
-    config = QuantConfig(algo="agq", wbits=args.wbits, hessian_dtype=args.hessian_dtype, batch_size=args.quant_batch,
-                         expert_chunk=args.expert_chunk, device=str(device))
+    config = configure("agq", wbits=args.wbits, hessian_dtype=args.hessian_dtype, batch_size=args.quant_batch,
+                       expert_chunk=args.expert_chunk, device=str(device))
     generator = torch.Generator().manual_seed(args.seed)
     vocab = model.config.vocab_size
     calib = torch.randint(3, vocab, (args.nsamples, args.seqlen), generator=generator)

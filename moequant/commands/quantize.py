@@ -12,6 +12,7 @@ import torch
 
 from moequant.artifacts import file_sha256
 from moequant.errors import UsageError
+from moequant.quant.config import QuantConfig
 from moequant.quant.grid import SCALE_DTYPES
 
 NAME = "quantize"
@@ -21,36 +22,15 @@ SOURCE_METADATA = ("rotation.json",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from moequant.quant.options import add_flags
+    from moequant.quant.registry import get, names, option_groups
+
     parser.add_argument("--model", required=True, help="Hugging Face id, model directory or quantized checkpoint")
-    parser.add_argument("--algo", required=True, help="quantization algorithm (rtn, gptq, agq, ...)")
-    parser.add_argument("--wbits", type=int, required=True, help="weight bits, 2-8")
-    parser.add_argument("--groupsize", type=int, default=-1, help="columns per scale group; -1 = per output channel")
-    parser.add_argument("--asym", action="store_true",
-                        help="asymmetric grid; refused: stock transformers cannot load asymmetric pack-quantized weights")
-    parser.add_argument("--no-clip", dest="clip", action="store_false", help="skip the MSE clip search")
-    parser.add_argument("--act-order", action="store_true", help="GPTQ: quantize columns by decreasing diag(H)")
-    parser.add_argument("--damp", type=float, default=0.01, help="GPTQ damping as a fraction of mean(diag H)")
-    parser.add_argument("--blocksize", type=int, default=128, help="GPTQ lazy-update block size")
-    parser.add_argument("--calib", help="calibration JSONL (moequant calibrate); required by gptq/agq")
+    parser.add_argument("--algo", required=True, help=f"quantization algorithm: {', '.join(names())}")
+    calibrated = ", ".join(name for name in names() if get(name).needs_calibration)
+    parser.add_argument("--calib", help=f"calibration JSONL (moequant calibrate); required by {calibrated}")
     parser.add_argument("--nsamples", type=int, help="use only the first N calibration samples")
-    router = parser.add_mutually_exclusive_group()
-    router.add_argument("--quantize-router", dest="quantize_router", action="store_true", default=True,
-                        help="quantize the router and shared-expert gate (default, as in the paper)")
-    router.add_argument("--keep-router-fp", dest="quantize_router", action="store_false",
-                        help="keep the router and shared-expert gate in floating point")
-    parser.add_argument("--agq-weight", choices=("c", "c2"), default="c", help="AGQ token weight: c (default) or c²")
-    parser.add_argument("--agq-projections", default="gate,up,down",
-                        help="expert projections whose Hessian AGQ weights (e.g. up,down = gate off)")
-    parser.add_argument("--min-tokens", type=int, default=1, help="experts with fewer routed tokens fall back to RTN")
-    parser.add_argument("--all-experts", action="store_true",
-                        help="GPTQ/AGQ: every calibration token enters every expert's Hessian (outputs stay routed)")
-    parser.add_argument("--hessian-dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--batch-size", type=int, default=16, help="calibration samples per forward")
     parser.add_argument("--dtype", default="float32", help="dtype to load and quantize the model in")
-    parser.add_argument("--scale-dtype", choices=SCALE_DTYPES,
-                        help="dtype scales are rounded to before codes are computed (the serving dtype); "
-                             "default: the model's dtype")
-    parser.add_argument("--device", default="auto", help="compute device for the layer being quantized")
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
@@ -59,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="models larger than host memory: read one decoder layer at a time from the model "
                              "directory's shards and write its checkpoint shard as soon as it is quantized "
                              "(converted tensors are staged in OUT.offload/)")
+    for title, cls in option_groups():
+        add_flags(parser, title, cls)
 
 
 def _source_metadata(model: str) -> dict[str, object]:
@@ -71,7 +53,7 @@ def _source_metadata(model: str) -> dict[str, object]:
     return found
 
 
-def _journal_fingerprint(args: argparse.Namespace, config, calibration: dict | None, dtype: torch.dtype) -> str:
+def _journal_fingerprint(args: argparse.Namespace, config: QuantConfig, calibration: dict | None, dtype: torch.dtype) -> str:
     """What a resumed run must share with the interrupted one: model files, calibration, configuration, code."""
     import hashlib
 
@@ -93,24 +75,24 @@ def _journal_fingerprint(args: argparse.Namespace, config, calibration: dict | N
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _refuse_unservable(args: argparse.Namespace) -> None:
+def _refuse_unservable(config: QuantConfig, model: str) -> None:
     """What a pack-quantized checkpoint cannot represent is refused before any weight is read."""
     from moequant.rotation import read_metadata
 
-    if args.asym:
+    if not config.grid.sym:
         raise UsageError("--asym: stock transformers cannot load asymmetric pack-quantized checkpoints; drop --asym")
-    rotation = read_metadata(args.model) if Path(args.model).expanduser().is_dir() else None
+    rotation = read_metadata(model) if Path(model).expanduser().is_dir() else None
     if rotation and rotation.get("online_hadamard"):
         raise UsageError(
-            f"{args.model!r} was rotated with --online-hadamard, which a plain checkpoint cannot serve; "
+            f"{model!r} was rotated with --online-hadamard, which a plain checkpoint cannot serve; "
             "rotate without it"
         )
 
 
-def scale_dtype(args: argparse.Namespace, dtype: torch.dtype) -> str:
+def scale_dtype(requested: str | None, dtype: torch.dtype) -> str:
     """--scale-dtype, or the model's dtype; a scale dtype the weights' dtype cannot hold is refused."""
     model_dtype = str(dtype).removeprefix("torch.")
-    chosen = args.scale_dtype or (model_dtype if model_dtype in SCALE_DTYPES else "float32")
+    chosen = requested or (model_dtype if model_dtype in SCALE_DTYPES else "float32")
     if chosen != model_dtype and dtype != torch.float32:
         raise UsageError(
             f"--scale-dtype {chosen} with --dtype {model_dtype}: transformers loads scales in the model's dtype "
@@ -141,33 +123,17 @@ def run(args: argparse.Namespace) -> int:
     from moequant.models.streaming import offload_folder
     from moequant.quant.checkpoint import CheckpointWriter, StreamedLayers, save_quantized, servability
     from moequant.progress import say
-    from moequant.quant.config import QuantConfig
     from moequant.quant.driver import check_groupsize, memory_plan
     from moequant.quant.journal import LayerJournal
-    from moequant.quant.registry import get
+    from moequant.quant.options import given
+    from moequant.quant.registry import configure, get, option_groups
     from moequant.runtime import resolve_dtype
 
-    _refuse_unservable(args)
     dtype = resolve_dtype(args.dtype)
-    config = QuantConfig(
-        algo=args.algo,
-        wbits=args.wbits,
-        groupsize=args.groupsize,
-        sym=not args.asym,
-        clip=args.clip,
-        scale_dtype=scale_dtype(args, dtype),
-        damp=args.damp,
-        blocksize=args.blocksize,
-        act_order=args.act_order,
-        agq_weight=args.agq_weight,
-        agq_projections=tuple(p for p in args.agq_projections.split(",") if p),
-        quantize_router=args.quantize_router,
-        min_tokens=args.min_tokens,
-        all_experts=args.all_experts,
-        hessian_dtype=args.hessian_dtype,
-        batch_size=args.batch_size,
-        device=args.device,
-    )
+    values = given(args, (cls for _, cls in option_groups()))
+    values["scale_dtype"] = scale_dtype(values.get("scale_dtype"), dtype)
+    config = configure(args.algo, **values)
+    _refuse_unservable(config, args.model)
     algorithm = get(config.algo)
     if algorithm.needs_calibration and not args.calib:
         raise UsageError(f"--algo {config.algo} needs calibration data: pass --calib FILE.jsonl")
@@ -196,15 +162,16 @@ def run(args: argparse.Namespace) -> int:
     options = {"journal": journal} if journal is not None else {}
 
     def metadata(seconds: float) -> dict:
+        payload = config.to_dict()
         return {
             "method": config.algo,
-            "wbits": config.wbits,
-            "groupsize": config.groupsize,
-            "sym": config.sym,
-            "clip": config.clip,
-            "scale_dtype": config.scale_dtype,
-            "damp": config.damp,
-            "config": config.to_dict(),
+            "wbits": config.grid.wbits,
+            "groupsize": config.grid.groupsize,
+            "sym": config.grid.sym,
+            "clip": config.grid.clip,
+            "scale_dtype": config.grid.scale_dtype,
+            "damp": payload.get("damp"),
+            "config": payload,
             "calibration": calibration,
             "source_model": args.model,
             "source": _source_metadata(args.model),
@@ -233,9 +200,9 @@ def run(args: argparse.Namespace) -> int:
     if journal is not None:
         journal.remove()
     summary = result.summary()
-    print(f"quantized {summary['weights']} weights with {config.algo} w{config.wbits} → {args.out} "
+    print(f"quantized {summary['weights']} weights with {config.algo} w{config.grid.wbits} → {args.out} "
           f"(fallbacks: {summary['fallbacks'] or 'none'})")
-    servable = servability(config.wbits)
+    servable = servability(config.grid.wbits)
     if not servable["vllm"]:
         print(f"note: {servable['note']}")
     return 0

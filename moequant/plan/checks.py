@@ -3,7 +3,8 @@
 Each line names the key, the bad value and what is allowed, so a typo reads as a typo and
 not as a Snakemake traceback or a job that fails an hour in. The schema's own messages are
 rewritten to that shape (`schema_problems`); what a schema cannot say, names that must
-point at other entries of the config, is checked by `reference_problems`.
+point at other entries of the config and what each algorithm takes (`plan/algorithms.py`),
+is checked by `reference_problems`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import jsonschema
 import yaml
 
 from moequant.errors import UsageError
+from moequant.plan.algorithms import ALGORITHMS, method_options, takers
 from moequant.plan.config import Config, datasets, hf_models, method_bits, tasks
 from moequant.plan.layout import DEMO_DATA, uses_demo_data
 
@@ -51,16 +53,31 @@ def _demo_only(where: str, what: str, hf: list[str]) -> str:
     return f"config {where}: {what} only for demo models, not {', '.join(hf)}"
 
 
+def _option_problems(where: str, algorithm: str, options: dict[str, Any]) -> list[str]:
+    """Each `options` key must be a flag `moequant quantize --algo ALGORITHM` takes."""
+    allowed = method_options(algorithm)
+    problems = []
+    for key in sorted(set(options) - set(allowed)):
+        others = takers(key)
+        what = f"{key!r} is an option of {', '.join(others)}, not of" if others else f"unknown key {key!r} for"
+        problems.append(f"config {where}.options: {what} algorithm {algorithm!r} (allowed: {', '.join(allowed)})")
+    return problems
+
+
 def _method_problems(config: Config) -> list[str]:
     problems = []
     defined = config.get("calibration", {})
     for name, method in config["methods"].items():
-        calib = method.get("calibration")
-        if method["algorithm"] == "none":
+        calib, algorithm, options = method.get("calibration"), method["algorithm"], method.get("options", {})
+        if algorithm == "none":
             if calib is not None:
                 problems.append(f"config methods.{name}: algorithm 'none' takes no calibration (got {calib!r})")
-        elif method["algorithm"] != "rtn" and calib is None:
-            problems.append(f"config methods.{name}: algorithm {method['algorithm']!r} needs a calibration set")
+            if options:
+                problems.append(f"config methods.{name}: algorithm 'none' takes no options (got {options!r})")
+        else:
+            if ALGORITHMS[algorithm].needs_calibration and calib is None:
+                problems.append(f"config methods.{name}: algorithm {algorithm!r} needs a calibration set")
+            problems += _option_problems(f"methods.{name}", algorithm, options)
         if calib is not None and calib not in defined:
             known = ", ".join(sorted(defined)) or "none defined"
             problems.append(f"config methods.{name}.calibration: unknown set {calib!r} (defined: {known})")

@@ -19,7 +19,11 @@ QuantizeFn = Callable[..., "QuantResult"]
 
 @dataclass(frozen=True)
 class Algorithm:
+    """`options` is the dataclass of the algorithm's own options (fields declared with
+    `quant.options.option`); the registry builds it, and the command line its flags, from it."""
+
     name: str
+    options: type
     quantize: QuantizeFn
     needs_calibration: bool
     description: str = ""

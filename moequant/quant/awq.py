@@ -28,7 +28,7 @@ from torch import nn
 
 from moequant.models import PROJECTIONS, DenseMLP, MoEBlock, adapt
 from moequant.quant.awq_search import (
-    AWQSettings,
+    AWQConfig,
     clip_and_quantize,
     evenly,
     scaled_fake_quant,
@@ -101,14 +101,14 @@ def _scale_columns(target: Target, s: torch.Tensor) -> None:
 class LayerRun:
     """AWQ applied to the decoder layer of one `LayerContext`."""
 
-    def __init__(self, ctx: LayerContext, settings: AWQSettings, weighted: bool, apply_quantization: bool) -> None:
+    def __init__(self, ctx: LayerContext, settings: AWQConfig, weighted: bool, apply_quantization: bool) -> None:
         self.ctx = ctx
         self.settings = settings
         self.weighted = weighted
         self.apply_quantization = apply_quantization
-        self.spec = ctx.config.grid()
+        self.spec = ctx.config.grid
         self.search_spec = settings.search_grid(self.spec)
-        self.min_tokens = max(1, ctx.config.min_tokens)
+        self.min_tokens = max(1, ctx.config.run.min_tokens)
 
     # calibration data -------------------------------------------------------------------
 
@@ -197,7 +197,7 @@ class LayerRun:
         `expand` maps the searched scales to the linears' input channels when they are tied.
         """
         w = torch.cat([t.read().to(WORK_DTYPE) for t in targets], dim=1)
-        xs = x[evenly(x.shape[0], self.settings.search_tokens, x.device)].to(WORK_DTYPE)
+        xs = x[evenly(x.shape[0], self.settings.awq_search_tokens, x.device)].to(WORK_DTYPE)
         reference = xs @ w[0].t()
         expand = expand or (lambda s: s)
 
@@ -300,7 +300,7 @@ class LayerRun:
             for member, t in enumerate(tokens):
                 if not t.usable:
                     continue
-                pick = evenly(t.count, self.settings.search_tokens, x.device)
+                pick = evenly(t.count, self.settings.awq_search_tokens, x.device)
                 xb = x[t.index[pick]].to(WORK_DTYPE)
                 size = gate_up.shape[1] // 2
                 reference = _ffn(xb, gate_up[member, :size], gate_up[member, size:], down[member], stack.act_fn)
@@ -335,7 +335,7 @@ class LayerRun:
         samples = []
         for member, (t, h) in enumerate(zip(tokens, hidden)):
             if t.usable:
-                pick = evenly(t.count, self.settings.search_tokens, x.device)
+                pick = evenly(t.count, self.settings.awq_search_tokens, x.device)
                 samples.append((member, h[pick], t.weight[pick], h[pick] @ down[member].t()))
 
         def loss(s: torch.Tensor) -> torch.Tensor:
@@ -365,7 +365,7 @@ class AWQLayer:
 
     @torch.no_grad()
     def __call__(self, ctx: LayerContext) -> None:
-        run = LayerRun(ctx, AWQSettings.from_extra(ctx.config.extra), self.weighted, self.apply_quantization)
+        run = LayerRun(ctx, ctx.config.options, self.weighted, self.apply_quantization)
         run.attention()
         run.mlp()
 
@@ -374,12 +374,11 @@ def _algorithm(weighted: bool) -> Callable[..., QuantResult]:
     def quantize(
         model: nn.Module,
         calib: torch.Tensor | None,
-        config: QuantConfig,
+        config: QuantConfig[AWQConfig],
         journal: LayerJournal | None = None,
         store: LayerStore | None = None,
     ) -> QuantResult:
         assert calib is not None
-        AWQSettings.from_extra(config.extra)
         adapt(model).check_foldable("AWQ")
         return stream_quantize(model, calib, config, AWQLayer(weighted), journal, store)
 
@@ -387,9 +386,12 @@ def _algorithm(weighted: bool) -> Callable[..., QuantResult]:
 
 
 ALGORITHMS = (
-    Algorithm("awq", _algorithm(False), needs_calibration=True, description="activation-aware weight quantization"),
+    Algorithm(
+        "awq", AWQConfig, _algorithm(False), needs_calibration=True, description="activation-aware weight quantization"
+    ),
     Algorithm(
         "agq_awq",
+        AWQConfig,
         _algorithm(True),
         needs_calibration=True,
         description="MoEQuant+: AWQ with routing-coefficient-weighted statistics and loss",

@@ -5,7 +5,7 @@ max·min = 1, with α picked from a grid by the output error of the quantized gr
 Q(W·diag(s))·diag(s)⁻¹ against W on calibration tokens. α = 0 gives s = 1 exactly, so
 the search can never end worse than round-to-nearest on its own loss.
 
-Clipping: per (row, group), the quantization range shrinks by ratios 1 … `clip_maxshrink`
+Clipping: per (row, group), the quantization range shrinks by ratios 1 … `awq_clip_maxshrink`
 and keeps the one with the least error of that group's partial output Σ_k (w − q)_k x_k
 over calibration tokens; the grid of method §5 (the range RTN would use) is always one of
 the candidates, so clipping never loses to RTN on the same measure.
@@ -14,13 +14,13 @@ the candidates, so clipping never loses to RTN on the same measure.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 import torch
 
-from moequant.errors import UsageError, require
+from moequant.errors import require
 from moequant.quant.grid import GridSpec, QuantizedWeight, fake_quantize, fit_grid, params_from_range, quantize
+from moequant.quant.options import option
 from moequant.quant.rtn import rtn_quantize
 
 SCALE_FLOOR = 1e-4
@@ -31,48 +31,45 @@ ROW_CHUNK_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
-class AWQSettings:
-    """AWQ's own knobs, read from `QuantConfig.extra['awq']` (defaults follow AutoAWQ)."""
+class AWQConfig:
+    """AWQ's own options (also MoEQuant+'s); the defaults follow AutoAWQ."""
 
-    n_grid: int = 20
-    alpha: float | None = None
-    clip_grid: int = 20
-    clip_maxshrink: float = 0.5
-    search_tokens: int = 8192
-    clip_tokens: int = 512
-    search_clip: bool = False
+    awq_n_grid: int = option(20, help="points of the alpha search in [0, 1], both ends included")
+    awq_alpha: float | None = option(
+        None, help="one fixed alpha in [0, 1] instead of the search", shown_default="searched"
+    )
+    awq_clip_grid: int = option(20, help="clip search: n in its range ratios 1, 1 - 1/n, 1 - 2/n, ...")
+    awq_clip_maxshrink: float = option(0.5, help="clip search: the smallest range ratio it tries, in (0, 1]")
+    awq_search_tokens: int = option(8192, help="calibration tokens (evenly spread) each scale search scores")
+    awq_clip_tokens: int = option(512, help="calibration tokens (evenly spread) each clip search scores")
+    awq_search_clip: bool = option(
+        False, help="the alpha search quantizes with the MSE clip of the grid (about 50x slower; alpha 0 is then RTN)"
+    )
 
     def __post_init__(self) -> None:
         require(
-            isinstance(self.n_grid, int) and self.n_grid >= 1,
-            f"awq n_grid must be a positive integer, got {self.n_grid!r}",
+            isinstance(self.awq_n_grid, int) and self.awq_n_grid >= 1,
+            f"awq_n_grid must be a positive integer, got {self.awq_n_grid!r}",
         )
         require(
-            self.alpha is None or (isinstance(self.alpha, (int, float)) and 0 <= self.alpha <= 1),
-            f"awq alpha must be null (searched) or a number in [0, 1], got {self.alpha!r}",
+            self.awq_alpha is None or (isinstance(self.awq_alpha, (int, float)) and 0 <= self.awq_alpha <= 1),
+            f"awq_alpha must be null (searched) or a number in [0, 1], got {self.awq_alpha!r}",
         )
         require(
-            isinstance(self.clip_grid, int) and self.clip_grid >= 1,
-            f"awq clip_grid must be a positive integer, got {self.clip_grid!r}",
+            isinstance(self.awq_clip_grid, int) and self.awq_clip_grid >= 1,
+            f"awq_clip_grid must be a positive integer, got {self.awq_clip_grid!r}",
         )
         require(
-            isinstance(self.clip_maxshrink, (int, float)) and 0 < self.clip_maxshrink <= 1,
-            f"awq clip_maxshrink must lie in (0, 1], got {self.clip_maxshrink!r}",
+            isinstance(self.awq_clip_maxshrink, (int, float)) and 0 < self.awq_clip_maxshrink <= 1,
+            f"awq_clip_maxshrink must lie in (0, 1], got {self.awq_clip_maxshrink!r}",
         )
-        require(isinstance(self.search_clip, bool), f"awq search_clip must be true or false, got {self.search_clip!r}")
-        for name in ("search_tokens", "clip_tokens"):
+        require(
+            isinstance(self.awq_search_clip, bool),
+            f"awq_search_clip must be true or false, got {self.awq_search_clip!r}",
+        )
+        for name in ("awq_search_tokens", "awq_clip_tokens"):
             value = getattr(self, name)
-            require(isinstance(value, int) and value >= 1, f"awq {name} must be a positive integer, got {value!r}")
-
-    @classmethod
-    def from_extra(cls, extra: dict[str, Any]) -> AWQSettings:
-        values = extra.get("awq", {}) or {}
-        if not isinstance(values, dict):
-            raise UsageError(f"extra['awq'] must be a mapping of AWQ settings, got {values!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        require(not unknown, f"unknown AWQ setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**values)
+            require(isinstance(value, int) and value >= 1, f"{name} must be a positive integer, got {value!r}")
 
     def search_grid(self, spec: GridSpec) -> GridSpec:
         """The grid the α search quantizes with: plain min-max as in AWQ, or with method §5's clip.
@@ -81,18 +78,15 @@ class AWQSettings:
         can never lose to RTN on the search loss; without it the search is ~50× cheaper and
         RTN's clipped grid still competes in the clip search that follows.
         """
-        return spec if self.search_clip else replace(spec, clip=False)
+        return spec if self.awq_search_clip else replace(spec, clip=False)
 
     def alphas(self) -> list[float]:
         """Grid points in [0, 1], both ends included; a fixed `alpha` replaces the search."""
-        if self.alpha is not None:
-            return [float(self.alpha)]
-        if self.n_grid == 1:
+        if self.awq_alpha is not None:
+            return [float(self.awq_alpha)]
+        if self.awq_n_grid == 1:
             return [0.0]
-        return [i / (self.n_grid - 1) for i in range(self.n_grid)]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return [i / (self.awq_n_grid - 1) for i in range(self.awq_n_grid)]
 
 
 def evenly(count: int, cap: int, device: torch.device | None = None) -> torch.Tensor:
@@ -130,7 +124,7 @@ class ScaleChoice:
 
 
 def search_scales(
-    stat: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor], settings: AWQSettings
+    stat: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor], settings: AWQConfig
 ) -> ScaleChoice:
     """Best α per member for statistics `stat` [B, D]; `loss(s [B, D])` returns the error per member [B].
 
@@ -173,7 +167,7 @@ def clip_member(
     weight: torch.Tensor,
     incumbent: tuple[torch.Tensor, torch.Tensor],
     spec: GridSpec,
-    settings: AWQSettings,
+    settings: AWQConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(scale, zero [out, G], error [out, G]) for one weight `w` [out, in] seen by tokens `x` [T, in].
 
@@ -187,9 +181,9 @@ def clip_member(
     best = _partial_errors(wg - fake_quantize(wg, scale[..., None], zero[..., None], spec.maxq), xg, weight)
     xmin = wg.amin(dim=-1).clamp(max=0)
     xmax = wg.amax(dim=-1).clamp(min=0)
-    steps = int(round((1 - settings.clip_maxshrink) * settings.clip_grid))
+    steps = int(round((1 - settings.awq_clip_maxshrink) * settings.awq_clip_grid))
     for step in range(steps + 1):
-        ratio = 1 - step / settings.clip_grid
+        ratio = 1 - step / settings.awq_clip_grid
         s, z = params_from_range(ratio * xmin, ratio * xmax, spec)
         err = _partial_errors(wg - fake_quantize(wg, s[..., None], z[..., None], spec.maxq), xg, weight)
         better = err < best
@@ -211,7 +205,7 @@ def clip_and_quantize(
     inputs: list[torch.Tensor | None],
     weights: list[torch.Tensor | None],
     spec: GridSpec,
-    settings: AWQSettings,
+    settings: AWQConfig,
 ) -> ClipResult:
     """Quantize `w` [B, out, in] with AWQ's clip search per member; members without inputs get RTN.
 
@@ -227,8 +221,8 @@ def clip_and_quantize(
         if x is None or weight is None or x.shape[0] == 0:
             starved[member] = True
             continue
-        pick = evenly(x.shape[0], settings.clip_tokens, x.device)
+        pick = evenly(x.shape[0], settings.awq_clip_tokens, x.device)
         s, z, err = clip_member(w[member], x[pick], weight[pick], (scale[member], zero[member]), spec, settings)
         scale[member], zero[member] = s, z
         loss[member] = float(err.double().sum())
-    return ClipResult(quantize(w, scale, zero, spec.bits, spec.sym), loss, starved)
+    return ClipResult(quantize(w, scale, zero, spec.wbits, spec.sym), loss, starved)

@@ -94,8 +94,8 @@ class LayerContext:
 
 
 def check_groupsize(adapter: ModelAdapter, config: QuantConfig) -> None:
-    for address, target in model_targets(adapter, config.quantize_router).items():
-        config.check_in_features(target.in_features, address)
+    for address, target in model_targets(adapter, config.run.quantize_router).items():
+        config.grid.check_in_features(target.in_features, address)
 
 
 def layer_kinds(adapter: ModelAdapter) -> list[str | None]:
@@ -193,10 +193,10 @@ def memory_plan(
     (inputs, outputs and the cached MoE-block input, each tokens × hidden) and the largest
     Hessian stack (all experts of a projection).
     """
-    device = resolve_device(config.device)
+    device = resolve_device(config.run.device)
     hidden = adapter.embed_tokens.weight.shape[1]
     element = torch.empty((), dtype=dtype).element_size()
-    hessian_element = 8 if config.hessian_dtype == "float64" else 4
+    hessian_element = 8 if config.run.hessian_dtype == "float64" else 4
     stacks = []
     for layer in adapter.layers:
         linears = layer.named_linears().values()
@@ -208,10 +208,10 @@ def memory_plan(
     plan = MemoryPlan("quantize", device)
     if streaming:
         outside = module_bytes(adapter.model, dtype) - sum(module_bytes(layer.module, dtype) for layer in adapter.layers)
-        plan.host = {"outside the layers": outside, "layer and its export": 2 * largest, "codes": largest * config.wbits // (8 * element)}
+        plan.host = {"outside the layers": outside, "layer and its export": 2 * largest, "codes": largest * config.grid.wbits // (8 * element)}
     else:
         weights = sum(t.numel() for layer in adapter.layers for t in layer.module.parameters())
-        plan.host = {"model": module_bytes(adapter.model, dtype), "codes": weights * config.wbits // 8}
+        plan.host = {"model": module_bytes(adapter.model, dtype), "codes": weights * config.grid.wbits // 8}
     if device.type != "cpu":
         plan.on_device["layer"] = largest
     plan.on_device["activations"] = 3 * tokens * hidden * element
@@ -245,23 +245,23 @@ def stream_quantize(
     if unknown:
         plain = sum(1 for layer in adapter.layers if layer.attention.other)
         say("quantize", f"{plain} layers have token-mixer linears of unknown role, quantized with plain GPTQ: {', '.join(unknown)}")
-    device = resolve_device(config.device)
+    device = resolve_device(config.run.device)
     result = QuantResult()
-    inputs, by_kind = capture_inputs_by_kind(adapter, calib, config.batch_size, device)
+    inputs, by_kind = capture_inputs_by_kind(adapter, calib, config.run.batch_size, device)
     kinds = layer_kinds(adapter)
     start = 0
     restored = journal.restore(adapter, result, store) if journal is not None else None
     if restored is not None:
         start, saved = restored
         inputs = [x.to(device=device, dtype=hidden.dtype) for x, hidden in zip(saved, inputs)]
-    for layer in layer_progress(adapter.layers[start:], f"quantize {config.algo} w{config.wbits}", result):
+    for layer in layer_progress(adapter.layers[start:], f"quantize {config.algo} w{config.grid.wbits}", result):
         weights_before, rows_before = len(result.weights), len(result.rows)
         if store is not None:
             store.load(layer)
         home = _device_of(layer.module)
         layer.module.to(device)
         kwargs = [entry[kinds[layer.index]] for entry in by_kind]
-        ctx = LayerContext(layer, LayerTargets.of(layer, config.quantize_router), config, device, result, inputs, kwargs)
+        ctx = LayerContext(layer, LayerTargets.of(layer, config.run.quantize_router), config, device, result, inputs, kwargs)
         quantize_layer(ctx)
         inputs = ctx.outputs()
         layer.module.to(home)

@@ -221,5 +221,5 @@ def gptq_solve(
         codes[rtn.to(device)] = c.to(torch.uint8)
         scale[rtn.to(device)] = s
         zero[rtn.to(device)] = z
-    weight = QuantizedWeight(codes, scale, zero, spec.bits, spec.sym)
+    weight = QuantizedWeight(codes, scale, zero, spec.wbits, spec.sym)
     return SolverResult(weight, loss, damp_used, fallback)

@@ -19,23 +19,52 @@ from dataclasses import dataclass
 import torch
 from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32, unpack_from_int32
 
+from moequant.errors import UsageError, require
+from moequant.quant.options import check_choices, option
+
 SCALE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
 class GridSpec:
-    bits: int
-    sym: bool = True
-    groupsize: int = -1
-    clip: bool = True
-    clip_norm: float = 2.4
-    clip_grid: int = 100
-    clip_maxshrink: float = 0.8
-    scale_dtype: str = "float32"
+    """The grid every algorithm quantizes onto: its width, groups, symmetry, clip search and scale dtype."""
+
+    wbits: int = option(help="weight bits, 2-8")
+    sym: bool = option(
+        True,
+        help="symmetric grid, zero point fixed at 2^(b-1)",
+        off="--asym",
+        off_help="asymmetric grid; refused: stock transformers cannot load asymmetric pack-quantized weights",
+    )
+    groupsize: int = option(-1, help="columns per scale group; -1 = per output channel")
+    clip: bool = option(True, help="MSE clip search when fitting the grid", off_help="skip the MSE clip search")
+    clip_norm: float = option(2.4, help="clip search: the exponent p of its error, the sum of |w - q|^p")
+    clip_grid: int = option(100, help="clip search: n in its shrink factors 1, 1 - 1/n, 1 - 2/n, ...")
+    clip_maxshrink: float = option(0.8, help="clip search: how much of the range its smallest factor cuts away")
+    scale_dtype: str = option(
+        "float32",
+        help="dtype scales are rounded to before codes are computed (the serving dtype)",
+        choices=SCALE_DTYPES,
+        shown_default="the model's dtype",
+    )
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.wbits, int) and 2 <= self.wbits <= 8,
+            f"wbits must be an integer from 2 to 8, got {self.wbits!r}",
+        )
+        require(
+            self.groupsize == -1 or (isinstance(self.groupsize, int) and self.groupsize > 0),
+            f"groupsize must be -1 (per output channel) or a positive integer, got {self.groupsize!r}",
+        )
+        require(self.clip_norm > 0, f"clip_norm must be positive, got {self.clip_norm!r}")
+        require(self.clip_grid >= 1, f"clip_grid must be at least 1, got {self.clip_grid!r}")
+        require(0 <= self.clip_maxshrink < 1, f"clip_maxshrink must lie in [0, 1), got {self.clip_maxshrink!r}")
+        check_choices(self)
 
     @property
     def maxq(self) -> int:
-        return 2**self.bits - 1
+        return 2**self.wbits - 1
 
     @property
     def scale_torch_dtype(self) -> torch.dtype:
@@ -43,6 +72,13 @@ class GridSpec:
 
     def group_of(self, columns: int) -> int:
         return columns if self.groupsize == -1 else self.groupsize
+
+    def check_in_features(self, in_features: int, where: str) -> None:
+        """Groups must tile a row exactly so codes and scales stay rectangular."""
+        if self.groupsize != -1 and in_features % self.groupsize:
+            raise UsageError(
+                f"groupsize {self.groupsize} does not divide the {in_features} input features of {where}"
+            )
 
 
 @dataclass
@@ -96,7 +132,7 @@ def params_from_range(
     xmax = torch.where(empty, torch.ones_like(xmax), xmax)
     scale = round_scale((xmax - xmin) / spec.maxq, spec.scale_torch_dtype)
     if spec.sym:
-        zero = torch.full(scale.shape, symmetric_zero(spec.bits), dtype=torch.float32, device=scale.device)
+        zero = torch.full(scale.shape, symmetric_zero(spec.wbits), dtype=torch.float32, device=scale.device)
     else:
         zero = torch.round(-xmin / scale.float()).clamp(0, spec.maxq)
     return scale, zero

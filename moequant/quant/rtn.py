@@ -7,6 +7,7 @@ fitted in one batched call.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -23,25 +24,30 @@ from moequant.quant.targets import LayerTargets
 from moequant.runtime import resolve_device
 
 
+@dataclass(frozen=True)
+class RTNConfig:
+    """RTN has no options of its own: the grid is all it rounds to."""
+
+
 def rtn_quantize(w: torch.Tensor, spec: GridSpec) -> QuantizedWeight:
     """Codes of `w` [..., out, in] on its own fitted grid."""
     codes, scale, zero = rtn_codes(w, spec)
-    return QuantizedWeight(codes.to(torch.uint8), scale, zero, spec.bits, spec.sym)
+    return QuantizedWeight(codes.to(torch.uint8), scale, zero, spec.wbits, spec.sym)
 
 
 @torch.no_grad()
 def quantize_rtn(
-    model: nn.Module, calib: torch.Tensor | None, config: QuantConfig, store: LayerStore | None = None
+    model: nn.Module, calib: torch.Tensor | None, config: QuantConfig[RTNConfig], store: LayerStore | None = None
 ) -> QuantResult:
     adapter = adapt(model)
     check_groupsize(adapter, config)
-    device = resolve_device(config.device)
-    spec = config.grid()
+    device = resolve_device(config.run.device)
+    spec = config.grid
     result = QuantResult()
-    for layer in layer_progress(adapter.layers, f"quantize rtn w{config.wbits}", result):
+    for layer in layer_progress(adapter.layers, f"quantize rtn w{spec.wbits}", result):
         if store is not None:
             store.load(layer)
-        for target in LayerTargets.of(layer, config.quantize_router).all():
+        for target in LayerTargets.of(layer, config.run.quantize_router).all():
             q = rtn_quantize(target.read().to(device), spec)
             target.write(q.dequantize().cpu())
             rows = [
@@ -54,4 +60,6 @@ def quantize_rtn(
     return result
 
 
-ALGORITHMS = (Algorithm("rtn", quantize_rtn, needs_calibration=False, description="round-to-nearest on the weight grid"),)
+ALGORITHMS = (
+    Algorithm("rtn", RTNConfig, quantize_rtn, needs_calibration=False, description="round-to-nearest on the weight grid"),
+)

@@ -13,11 +13,12 @@ solved in one batched call.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from moequant.errors import UsageError
-from moequant.models import DenseMLP, MoEBlock
+from moequant.errors import UsageError, require
+from moequant.models import PROJECTIONS, DenseMLP, MoEBlock
 from moequant.quant.config import QuantConfig
 from moequant.quant.driver import LayerContext, stream_quantize
 from moequant.quant.layer_store import LayerStore
@@ -26,14 +27,49 @@ from moequant.quant.gptq import gptq_solve
 from moequant.quant.grid import QuantizedWeight
 from moequant.quant.hessian import HessianStack, MemberGroups, check_finite_activations
 from moequant.quant.algorithm import Algorithm
+from moequant.quant.options import check_choices, option
 from moequant.quant.report import QuantResult, ReportRow
 from moequant.quant.targets import Target
+
+AGQ_WEIGHTS = ("c", "c2")
 
 Weighting = str | None
 
 
+@dataclass(frozen=True)
+class GPTQConfig:
+    """GPTQ's own options, which AGQ has too."""
+
+    damp: float = option(0.01, help="damping as a fraction of mean(diag H)")
+    blocksize: int = option(128, help="lazy-update block size")
+    act_order: bool = option(False, help="quantize columns by decreasing diag(H)")
+    all_experts: bool = option(
+        False, help="every calibration token enters every expert's Hessian (outputs stay routed)"
+    )
+
+    def __post_init__(self) -> None:
+        require(self.damp >= 0, f"damp must be non-negative (a fraction of mean(diag H)), got {self.damp!r}")
+        require(self.blocksize >= 1, f"blocksize must be at least 1, got {self.blocksize!r}")
+        require(isinstance(self.all_experts, bool), f"all_experts must be true or false, got {self.all_experts!r}")
+
+
+@dataclass(frozen=True)
+class AGQConfig(GPTQConfig):
+    """AGQ: GPTQ whose expert Hessians weigh each token by its routing coefficient."""
+
+    agq_weight: str = option("c", help="token weight in an expert's Hessian: c or c²", choices=AGQ_WEIGHTS)
+    agq_projections: tuple[str, ...] = option(
+        PROJECTIONS, help="expert projections whose Hessian AGQ weights (e.g. up,down = gate off)", choices=PROJECTIONS
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "agq_projections", tuple(self.agq_projections))
+        check_choices(self)
+
+
 def hessian_dtype(config: QuantConfig) -> torch.dtype:
-    return torch.float64 if config.hessian_dtype == "float64" else torch.float32
+    return torch.float64 if config.run.hessian_dtype == "float64" else torch.float32
 
 
 HessianObserver = Callable[[LayerContext, list[Target], HessianStack], None]
@@ -41,23 +77,23 @@ HessianObserver = Callable[[LayerContext, list[Target], HessianStack], None]
 
 def solve_targets(ctx: LayerContext, targets: list[Target], hessian: HessianStack) -> None:
     """Quantize `targets` (same input, same members) against one Hessian stack and write them back."""
-    config = ctx.config
+    config, options = ctx.config, ctx.config.options
     hessian.check_finite(ctx.where(", ".join(t.module for t in targets)))
     observer = ctx.state.get("on_hessian")
     if observer is not None:
         observer(ctx, targets, hessian)
     weights = [t.read() for t in targets]
     stacked = torch.cat([w.to(ctx.device) for w in weights], dim=1)
-    starved = hessian.tokens < config.min_tokens
+    starved = hessian.tokens < config.run.min_tokens
     result = gptq_solve(
         stacked,
         hessian.H,
-        config.grid(),
-        damp=config.damp,
-        blocksize=config.blocksize,
-        act_order=config.act_order,
+        config.grid,
+        damp=options.damp,
+        blocksize=options.blocksize,
+        act_order=options.act_order,
         starved=starved,
-        chunk=config.expert_chunk,
+        chunk=config.run.expert_chunk,
     )
     start = 0
     for target, w in zip(targets, weights):
@@ -108,10 +144,10 @@ class GPTQLayer:
         self.agq = agq
         self.on_hessian = on_hessian
 
-    def weighting(self, config: QuantConfig, proj: str, gated: bool) -> Weighting:
+    def weighting(self, config: QuantConfig[AGQConfig], proj: str, gated: bool) -> Weighting:
         """How tokens are weighted in H for an expert projection: None (plain), 'c' or 'c2'."""
-        if self.agq and gated and proj in config.agq_projections:
-            return config.agq_weight
+        if self.agq and gated and proj in config.options.agq_projections:
+            return config.options.agq_weight
         return None
 
     @torch.no_grad()
@@ -180,7 +216,7 @@ class GPTQLayer:
             # The router is final before the expert stages, so gate/up and down see the same
             # routing of the same tokens: route and sort each micro-batch once for both.
             if id(x) not in routes:
-                ids, coeffs = all_experts_routing(mlp, x) if ctx.config.all_experts else mlp.router.route(x)
+                ids, coeffs = all_experts_routing(mlp, x) if ctx.config.options.all_experts else mlp.router.route(x)
                 groups = MemberGroups.of(ids, bank.num_experts)
                 routes[id(x)] = groups, coeffs[groups.token, groups.slot].float()
             groups, c = routes[id(x)]
@@ -245,7 +281,7 @@ def _algorithm(agq: bool) -> Callable[..., QuantResult]:
     def quantize(
         model: torch.nn.Module,
         calib: torch.Tensor | None,
-        config: QuantConfig,
+        config: QuantConfig[GPTQConfig],
         journal: LayerJournal | None = None,
         store: LayerStore | None = None,
     ) -> QuantResult:
@@ -256,6 +292,8 @@ def _algorithm(agq: bool) -> Callable[..., QuantResult]:
 
 
 ALGORITHMS = (
-    Algorithm("gptq", _algorithm(False), needs_calibration=True, description="GPTQ (Frantar et al.)"),
-    Algorithm("agq", _algorithm(True), needs_calibration=True, description="affinity-guided GPTQ (MoEQuant AGQ)"),
+    Algorithm("gptq", GPTQConfig, _algorithm(False), needs_calibration=True, description="GPTQ (Frantar et al.)"),
+    Algorithm(
+        "agq", AGQConfig, _algorithm(True), needs_calibration=True, description="affinity-guided GPTQ (MoEQuant AGQ)"
+    ),
 )

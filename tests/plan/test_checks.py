@@ -106,3 +106,20 @@ def test_check_references_raises_one_line_per_problem(config) -> None:
         "config methods.moequant++.calibration: unknown set 'wiki' (defined: ebss, mixed)",
         "config tables.main.kl: unknown dataset 'nope' (defined: mixed)",
     ]
+
+
+def test_method_options_must_be_flags_of_their_algorithm(config) -> None:
+    config["methods"]["rtn"]["options"] = {"groupsize": 64, "act_order": True}
+    config["methods"]["moequant++"]["options"] = {"awq_alpha": 0.5, "groupsise": 64, "no_act_order": True}
+    config["methods"]["fp16"]["options"] = {"groupsize": 64}
+    problems = reference_problems(config)
+    allowed = "asym, batch_size, clip, clip_grid, clip_maxshrink, clip_norm, device, dtype, expert_chunk, groupsize"
+    assert [line.split(" (allowed: ")[0] for line in problems] == [
+        "config methods.fp16: algorithm 'none' takes no options (got {'groupsize': 64})",
+        "config methods.rtn.options: 'act_order' is an option of agq, gptq, not of algorithm 'rtn'",
+        "config methods.moequant++.options: 'awq_alpha' is an option of agq_awq, awq, not of algorithm 'agq'",
+        "config methods.moequant++.options: unknown key 'groupsise' for algorithm 'agq'",
+    ]
+    assert problems[1].endswith(f"(allowed: {allowed}, hessian_dtype, keep_router_fp, min_tokens, no_clip, "
+                                "nsamples, quantize_router, scale_dtype, sym)")
+    assert "agq_weight" in problems[2] and "damp" in problems[2]

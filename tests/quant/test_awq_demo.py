@@ -10,8 +10,7 @@ import pytest
 
 from moequant.eval.perplexity import evaluate_windows
 from moequant.loading import load_model
-from moequant.quant.config import QuantConfig
-from moequant.quant.registry import get
+from moequant.quant.registry import configure, get
 from tests.conftest import demo_windows
 
 @pytest.mark.slow
@@ -22,7 +21,7 @@ def test_w3_awq_perplexity_closer_to_fp_than_rtn(trained_demo_dir):
     results = {}
     for algo in ("rtn", "awq", "agq_awq"):
         model = load_model(str(demo_dir))
-        get(algo).quantize(model, calib, QuantConfig(algo=algo, wbits=3, device="cpu"))
+        get(algo).quantize(model, calib, configure(algo, wbits=3, device="cpu"))
         results[algo] = evaluate_windows(model, held_out, batch_size=8, reference=reference, progress=False)
     summary = {algo: (round(r.ppl, 3), round(r.kld, 5)) for algo, r in results.items()}
     print(f"W3 demo (ppl, KL): fp {results['rtn'].reference_ppl:.3f}, {summary}")

@@ -11,8 +11,7 @@ from safetensors.torch import save_file
 from moequant.errors import UsageError
 from moequant.loading import load_model
 from moequant.quant.checkpoint import INDEX_FILE, load_quantized, save_quantized
-from moequant.quant.config import QuantConfig
-from moequant.quant.registry import get
+from moequant.quant.registry import configure, get
 from moequant.quant.report import read_report
 from moequant.quant.validate import validate_checkpoint
 from moequant.rotation import RotationConfig, rotate_model
@@ -30,17 +29,17 @@ EXPERT_NAMES = {
 
 CASES = [
     # layout, config, model dtype, rotated
-    ("mixtral", QuantConfig(algo="rtn", wbits=4), torch.float32, False),
-    ("mixtral", QuantConfig(algo="gptq", wbits=8, groupsize=8, scale_dtype="bfloat16"), torch.float32, True),
-    ("qwen2_moe", QuantConfig(algo="gptq", wbits=4, groupsize=8, act_order=True), torch.float32, False),
-    ("qwen2_moe", QuantConfig(algo="rtn", wbits=8, scale_dtype="bfloat16"), torch.bfloat16, True),
-    ("qwen3_moe", QuantConfig(algo="agq", wbits=4, groupsize=8, scale_dtype="bfloat16"), torch.bfloat16, False),
-    ("deepseek_v2", QuantConfig(algo="agq", wbits=4), torch.float32, True),
-    ("deepseek_v3", QuantConfig(algo="rtn", wbits=8, groupsize=8, quantize_router=False, scale_dtype="bfloat16"), torch.bfloat16, False),
-    ("deepseek_v3", QuantConfig(algo="gptq", wbits=4, scale_dtype="float16"), torch.float32, True),
-    ("olmoe", QuantConfig(algo="rtn", wbits=4, groupsize=16, scale_dtype="float16"), torch.float16, False),
-    ("deepseek_remote", QuantConfig(algo="gptq", wbits=4, groupsize=8), torch.float32, False),
-    ("deepseek_remote", QuantConfig(algo="rtn", wbits=8, scale_dtype="bfloat16"), torch.bfloat16, True),
+    ("mixtral", configure("rtn", wbits=4), torch.float32, False),
+    ("mixtral", configure("gptq", wbits=8, groupsize=8, scale_dtype="bfloat16"), torch.float32, True),
+    ("qwen2_moe", configure("gptq", wbits=4, groupsize=8, act_order=True), torch.float32, False),
+    ("qwen2_moe", configure("rtn", wbits=8, scale_dtype="bfloat16"), torch.bfloat16, True),
+    ("qwen3_moe", configure("agq", wbits=4, groupsize=8, scale_dtype="bfloat16"), torch.bfloat16, False),
+    ("deepseek_v2", configure("agq", wbits=4), torch.float32, True),
+    ("deepseek_v3", configure("rtn", wbits=8, groupsize=8, quantize_router=False, scale_dtype="bfloat16"), torch.bfloat16, False),
+    ("deepseek_v3", configure("gptq", wbits=4, scale_dtype="float16"), torch.float32, True),
+    ("olmoe", configure("rtn", wbits=4, groupsize=16, scale_dtype="float16"), torch.float16, False),
+    ("deepseek_remote", configure("gptq", wbits=4, groupsize=8), torch.float32, False),
+    ("deepseek_remote", configure("rtn", wbits=8, scale_dtype="bfloat16"), torch.bfloat16, True),
 ]
 
 
@@ -88,15 +87,15 @@ def test_stock_transformers_loads_the_quantized_model_exactly(tmp_path, make_tin
     assert quantization["quant_method"] == "compressed-tensors" and quantization["format"] == "pack-quantized"
     assert f"{last}.{router}" in quantization["ignore"]
     meta = json.loads((out / "quantization.json").read_text())
-    assert meta["grid"]["scale_dtype"] == config.scale_dtype
-    assert meta["servable"]["vllm"] is (config.wbits in (4, 8))
+    assert meta["grid"]["scale_dtype"] == config.grid.scale_dtype
+    assert meta["servable"]["vllm"] is (config.grid.wbits in (4, 8))
     assert len(read_report(out / "report.csv")) == len(result.rows)
     coverage = validate_checkpoint(out, load=False)
     assert coverage.experts == len([m for m in model.model.layers if hasattr(m.mlp, "experts")]) * 4 * 3
 
 
 def test_shards_follow_the_hub_naming_and_hold_packed_int32(tmp_path, make_tiny, tokenizer):
-    model, _, out = quantized_checkpoint(tmp_path, make_tiny, tokenizer, "olmoe", QuantConfig(algo="rtn", wbits=3))
+    model, _, out = quantized_checkpoint(tmp_path, make_tiny, tokenizer, "olmoe", configure("rtn", wbits=3))
     index = json.loads((out / INDEX_FILE).read_text())
     files = sorted(set(index["weight_map"].values()))
     assert files == [f"model-0000{k}-of-00003.safetensors" for k in (1, 2, 3)]
@@ -110,7 +109,7 @@ def test_shards_follow_the_hub_naming_and_hold_packed_int32(tmp_path, make_tiny,
 
 
 def test_loading_into_another_dtype(tmp_path, make_tiny, tokenizer):
-    model, _, out = quantized_checkpoint(tmp_path, make_tiny, tokenizer, "olmoe", QuantConfig(algo="rtn", wbits=4))
+    model, _, out = quantized_checkpoint(tmp_path, make_tiny, tokenizer, "olmoe", configure("rtn", wbits=4))
     loaded = load_quantized(out, dtype=torch.bfloat16)
     assert next(loaded.parameters()).dtype == torch.bfloat16
     assert torch.equal(loaded.model.layers[0].mlp.experts.down_proj, model.model.layers[0].mlp.experts.down_proj.bfloat16())
@@ -118,7 +117,7 @@ def test_loading_into_another_dtype(tmp_path, make_tiny, tokenizer):
 
 def test_asymmetric_grids_are_refused(tmp_path, make_tiny):
     model = make_tiny("mixtral")
-    result = get("rtn").quantize(model, None, QuantConfig(algo="rtn", wbits=4, sym=False))
+    result = get("rtn").quantize(model, None, configure("rtn", wbits=4, sym=False))
     with pytest.raises(UsageError, match="asymmetric"):
         save_quantized(tmp_path / "ckpt", model, result, {})
     assert not (tmp_path / "ckpt").exists()
@@ -126,7 +125,7 @@ def test_asymmetric_grids_are_refused(tmp_path, make_tiny):
 
 def test_scales_wider_than_a_half_precision_model_are_refused(tmp_path, make_tiny):
     model = make_tiny("mixtral", dtype=torch.bfloat16)
-    result = get("rtn").quantize(model, None, QuantConfig(algo="rtn", wbits=4, scale_dtype="float32"))
+    result = get("rtn").quantize(model, None, configure("rtn", wbits=4, scale_dtype="float32"))
     with pytest.raises(UsageError, match="rounded when transformers loads them"):
         save_quantized(tmp_path / "ckpt", model, result, {})
 
@@ -145,7 +144,7 @@ def _rewrite_shard(out, name, change):
 
 @pytest.fixture
 def mixtral_checkpoint(tmp_path, make_tiny, tokenizer):
-    return quantized_checkpoint(tmp_path, make_tiny, tokenizer, "mixtral", QuantConfig(algo="rtn", wbits=4))[2]
+    return quantized_checkpoint(tmp_path, make_tiny, tokenizer, "mixtral", configure("rtn", wbits=4))[2]
 
 
 def test_validate_passes_and_reports_coverage(mixtral_checkpoint, capsys):

@@ -44,6 +44,12 @@ def test_quantize_writes_a_loadable_checkpoint(tmp_path, model_dir, tokenizer, c
         (["--algo", "gptq", "--wbits", 4], "--algo gptq needs calibration data"),
         (["--algo", "agq", "--wbits", 4], "--algo agq needs calibration data"),
         (["--algo", "spqr", "--wbits", 4], "unknown algorithm 'spqr'"),
+        (["--algo", "gptq", "--wbits", 4, "--agq-weight", "c2"], "--agq-weight is an option of agq; --algo gptq does not take it"),
+        (["--algo", "rtn", "--wbits", 4, "--no-act-order"], "--act-order is an option of agq, gptq; --algo rtn does not take it"),
+        (["--algo", "gptq", "--wbits", 4, "--awq-alpha", 0.5], "--awq-alpha is an option of agq_awq, awq; --algo gptq does not take it"),
+        (["--algo", "awq", "--wbits", 4, "--awq-n-grid", 0], "awq_n_grid must be a positive integer, got 0"),
+        (["--algo", "rtn", "--wbits", 4, "--asym"], "--asym: stock transformers cannot load asymmetric"),
+        (["--algo", "rtn", "--wbits", 4, "--clip-maxshrink", 1], "clip_maxshrink must lie in [0, 1), got 1.0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, model_dir, capsys, extra, message):
@@ -51,6 +57,19 @@ def test_bad_input_is_one_line_exit_2(tmp_path, model_dir, capsys, extra, messag
     assert code == 2
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_every_knob_has_a_flag_and_lands_in_the_recorded_config(tmp_path, model_dir, capsys):
+    out = tmp_path / "rtn"
+    code, err = run_cli(capsys, "--model", model_dir("mixtral"), "--algo", "rtn", "--wbits", 4, "--clip-norm", 2.0,
+                        "--clip-grid", 50, "--clip-maxshrink", 0.5, "--expert-chunk", 3, "--keep-router-fp",
+                        "--device", "cpu", "--out", out)
+    assert code == 0, err
+    meta = json.loads((out / "quantization.json").read_text())
+    config = meta["config"]
+    assert (config["clip_norm"], config["clip_grid"], config["clip_maxshrink"], config["expert_chunk"]) == (2.0, 50, 0.5, 3)
+    assert config["quantize_router"] is False and config["algo"] == "rtn" and "damp" not in config
+    assert (meta["wbits"], meta["sym"], meta["clip"], meta["damp"]) == (4, True, True, None)
 
 
 def test_calibration_from_another_tokenizer_is_refused(tmp_path, model_dir, capsys):

@@ -3,8 +3,8 @@
 import torch
 
 from moequant.models.synthetic import tiny_any_model
-from moequant.quant.config import QuantConfig
 from moequant.quant.driver import layer_kinds, stream_quantize
+from moequant.quant.registry import configure
 
 
 def test_each_layer_kind_gets_its_own_mask():
@@ -22,6 +22,6 @@ def test_each_layer_kind_gets_its_own_mask():
     def record(ctx):
         seen.append(torch.cat(ctx.outputs()))
 
-    stream_quantize(model, ids, QuantConfig(algo="rtn", wbits=4, device="cpu", batch_size=2), record)
+    stream_quantize(model, ids, configure("rtn", wbits=4, device="cpu", batch_size=2), record)
     for index, hidden in enumerate(seen[:-1]):
         torch.testing.assert_close(hidden, expected[index + 1], rtol=1e-5, atol=1e-5)

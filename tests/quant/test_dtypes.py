@@ -11,8 +11,7 @@ import torch
 
 from moequant.models import adapt
 from moequant.models.synthetic import tiny_model
-from moequant.quant.config import QuantConfig
-from moequant.quant.registry import get
+from moequant.quant.registry import configure, get
 from moequant.quant.targets import model_targets
 
 
@@ -25,7 +24,7 @@ def test_every_weight_keeps_its_dtype_and_lands_on_its_grid(layout: str, dtype: 
     if layout == "deepseek_v3":
         assert dtypes["model.layers.1.mlp.gate.weight"] == torch.float32
     calib = torch.randint(3, 90, (4, 16), generator=torch.Generator().manual_seed(0))
-    get(algo).quantize(model, calib, QuantConfig(algo=algo, wbits=3, device="cpu", quantize_router=True))
+    get(algo).quantize(model, calib, configure(algo, wbits=3, device="cpu", quantize_router=True))
     assert {name: t.dtype for name, t in model.state_dict().items()} == dtypes
     for address, target in model_targets(adapt(model), quantize_router=True).items():
         weight = target.read()

@@ -112,15 +112,15 @@ def reference_fit_grid(w: torch.Tensor, spec: GridSpec) -> tuple[torch.Tensor, t
 @pytest.mark.parametrize("budget", [1 << 12, 1 << 20], ids=["tiny-blocks", "default-blocks"])
 def test_blocked_clip_search_chooses_exactly_the_reference_grid(spec, budget, monkeypatch):
     monkeypatch.setitem(CLIP_CHUNK_ELEMENTS, "cpu", budget)
-    g = torch.Generator().manual_seed(spec.bits)
+    g = torch.Generator().manual_seed(spec.wbits)
     w = torch.randn(3, 37, 192, generator=g) * torch.rand(192, generator=g) ** 3
     w[0, 0] = 0.0
     scale, zero = fit_grid(w, spec)
     ref_scale, ref_zero = reference_fit_grid(w, spec)
     assert scale.dtype == ref_scale.dtype and zero.dtype == ref_zero.dtype
     assert torch.equal(scale, ref_scale) and torch.equal(zero, ref_zero)
-    assert torch.equal(quantize(w, scale, zero, spec.bits, spec.sym).codes,
-                       quantize(w, ref_scale, ref_zero, spec.bits, spec.sym).codes)
+    assert torch.equal(quantize(w, scale, zero, spec.wbits, spec.sym).codes,
+                       quantize(w, ref_scale, ref_zero, spec.wbits, spec.sym).codes)
 
 
 def test_nan_group_keeps_the_full_range_like_the_reference():

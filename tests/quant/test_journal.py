@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from moequant.quant.config import QuantConfig
 from moequant.quant.driver import stream_quantize
 from moequant.quant.journal import JOURNAL, LayerJournal
+from moequant.quant.registry import configure
 from moequant.quant.sequential import GPTQLayer
 from tests.quant.helpers import calib_ids
 
-CONFIG = QuantConfig(algo="agq", wbits=3, batch_size=2, act_order=True)
+CONFIG = configure("agq", wbits=3, batch_size=2, act_order=True)
 
 
 class Interrupted(Exception):

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from moequant.loading import load_model
-from moequant.quant.config import QuantConfig
-from moequant.quant.registry import get
+from moequant.quant.registry import configure, get
 from tests.conftest import demo_windows
 from tests.quant.helpers import mean_kl
 
@@ -33,9 +32,9 @@ def test_w3_gptq_cuts_rtn_divergence_by_a_quarter(trained_demo_dir):
     with torch.no_grad():
         fp_logits = load_model(str(demo_dir))(held_out).logits
     kl, ppl = {}, {"fp": perplexity(fp_logits, held_out)}
-    for algo in ("rtn", "gptq", "agq"):
+    for algo, options in (("rtn", {}), ("gptq", {"act_order": True}), ("agq", {"act_order": True})):
         model = load_model(str(demo_dir))
-        get(algo).quantize(model, calib, QuantConfig(algo=algo, wbits=3, act_order=True, device="cpu"))
+        get(algo).quantize(model, calib, configure(algo, wbits=3, device="cpu", **options))
         with torch.no_grad():
             logits = model(held_out).logits
         kl[algo], ppl[algo] = mean_kl(fp_logits, logits), perplexity(logits, held_out)
