@@ -1,9 +1,10 @@
 """Offline lm-eval tasks cut deterministically from held-out text (the demo's DIR/data/).
 
-Two kinds per domain, both answerable only by a model that learned the text's
+Three kinds per domain, each answerable only by a model that learned the text's
 distribution: next-segment multiple choice (the true continuation against segments drawn
-from elsewhere in the same file) and a cloze on the last word of a segment (LAMBADA-style;
-for arithmetic lines "12 + 7 = 19" that word is the result). The YAML shapes live in
+from elsewhere in the same file), a cloze on the last word of a segment (LAMBADA-style,
+greedy exact match; for arithmetic lines "12 + 7 = 19" that word is the result), and the
+same last word as multiple choice against other segments' last words. The YAML shapes live in
 `task_templates/`; this module only fills in names and data files, so lm-eval reads them
 like any task of its own through `--include-path`.
 """
@@ -77,22 +78,60 @@ def next_segment_docs(segments: list[Segment], config: LocalTaskConfig, rng: ran
     return docs
 
 
-def cloze_docs(segments: list[Segment], config: LocalTaskConfig, rng: random.Random) -> list[dict[str, Any]]:
-    candidates = []
+def _last_words(segments: list[Segment]) -> list[tuple[int, str, str]]:
+    """(position, the segment without its last word, that word) of every segment ending in a word."""
+    found = []
     for position, seg in enumerate(segments):
         head, _, last = seg.text.rpartition(" ")
         match = _LAST_WORD.fullmatch(last)
         if match and len(head.split()) >= 2:
-            candidates.append((position, head.rstrip(), match.group(1)))
+            found.append((position, head.rstrip(), match.group(1)))
+    return found
+
+
+def _word_context(segments: list[Segment], position: int, head: str, config: LocalTaskConfig) -> str:
+    preceding = segments[max(0, position - config.context_segments + 1) : position]
+    return _join([*preceding, Segment(head, segments[position].separator)])
+
+
+def cloze_docs(segments: list[Segment], config: LocalTaskConfig, rng: random.Random) -> list[dict[str, Any]]:
+    candidates = _last_words(segments)
+    return [
+        {"context": _word_context(segments, position, head, config), "target": " " + word}
+        for position, head, word in sorted(rng.sample(candidates, min(config.docs_per_task, len(candidates))))
+    ]
+
+
+def word_choice_docs(segments: list[Segment], config: LocalTaskConfig, rng: random.Random) -> list[dict[str, Any]]:
+    """The cloze as multiple choice: the true last word against last words of other segments.
+
+    Scored by log-likelihood over a handful of options instead of greedy exact match, so a
+    small model scores well above chance and a damaged one measurably less (for arithmetic
+    lines the options are other lines' results).
+    """
+    candidates = _last_words(segments)
+    pool = sorted({word for _, _, word in candidates})
+    if len(pool) < config.choices:
+        return []
     docs = []
     for position, head, word in sorted(rng.sample(candidates, min(config.docs_per_task, len(candidates)))):
-        preceding = segments[max(0, position - config.context_segments + 1) : position]
-        context = _join([*preceding, Segment(head, segments[position].separator)])
-        docs.append({"context": context, "target": " " + word})
+        options = [word, *rng.sample([w for w in pool if w != word], config.choices - 1)]
+        rng.shuffle(options)
+        docs.append(
+            {
+                "context": _word_context(segments, position, head, config),
+                "choices": [" " + option for option in options],
+                "label": options.index(word),
+            }
+        )
     return docs
 
 
-BUILDERS = {"next": ("next_sentence.yaml", next_segment_docs), "cloze": ("cloze.yaml", cloze_docs)}
+BUILDERS = {
+    "next": ("next_sentence.yaml", next_segment_docs),
+    "cloze": ("cloze.yaml", cloze_docs),
+    "word": ("next_sentence.yaml", word_choice_docs),
+}
 
 
 def find_domains(data_dir: Path) -> dict[str, Path]:

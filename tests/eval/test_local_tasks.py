@@ -32,7 +32,7 @@ def test_tasks_are_deterministic_and_follow_the_seed(held_out_dir, tmp_path) -> 
     data = {name: body for name, body in _files(tmp_path / "a").items() if name.endswith(".jsonl")}
     assert data == {n: b for n, b in _files(tmp_path / "b").items() if n.endswith(".jsonl")}
     assert data != {n: b for n, b in _files(tmp_path / "c").items() if n.endswith(".jsonl")}
-    assert sorted(manifest["tasks"]) == sorted(f"demo_{kind}_{domain}" for kind in ("next", "cloze") for domain in ("code", "math", "prose"))
+    assert sorted(manifest["tasks"]) == sorted(f"demo_{kind}_{domain}" for kind in ("next", "cloze", "word") for domain in ("code", "math", "prose"))
     assert manifest["tasks"]["demo_next_prose"]["docs"] == {"test": 15, "validation": 15}
     assert json.loads((tmp_path / "a" / MANIFEST).read_text())["config"]["seed"] == 0
 
@@ -50,6 +50,11 @@ def test_documents_are_answerable_from_the_held_out_text(held_out_dir, tmp_path)
         left, right = doc["context"].rsplit("\n", 1)[-1].split(" + ")[0], doc["context"].split(" + ")[-1]
         assert doc["context"] + doc["target"] in math_text
         assert int(doc["target"]) == int(left) + int(right.split(" =")[0])
+    for line in (tmp_path / "tasks" / "demo_word_math.test.jsonl").read_text().splitlines():
+        doc = json.loads(line)  # the cloze as multiple choice: the result against other lines' results
+        left, right = doc["context"].rsplit("\n", 1)[-1].split(" + ")[0], doc["context"].split(" + ")[-1]
+        assert len(set(doc["choices"])) == 4 and doc["context"] + doc["choices"][doc["label"]] in math_text
+        assert int(doc["choices"][doc["label"]]) == int(left) + int(right.split(" =")[0])
 
 
 def test_yaml_points_lm_eval_at_the_final_absolute_data_files(held_out_dir, tmp_path) -> None:
@@ -60,7 +65,7 @@ def test_yaml_points_lm_eval_at_the_final_absolute_data_files(held_out_dir, tmp_
     assert task["dataset_kwargs"]["data_files"]["test"] == str(out.resolve() / "demo_next_prose.test.jsonl")
     assert "fewshot_split" not in yaml.safe_load((out / "demo_cloze_math.yaml").read_text())
     group = yaml.safe_load((out / "demo.yaml").read_text())
-    assert group["group"] == "demo" and len(group["task"]) == 6
+    assert group["group"] == "demo" and len(group["task"]) == 9
     assert not list(tmp_path.glob(".tmp-*"))
 
 

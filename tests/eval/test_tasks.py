@@ -12,7 +12,7 @@ from moequant.eval.lm_eval_bridge import prepare_tasks, run_tasks
 from moequant.eval.local_tasks import write_local_tasks
 from moequant.eval.perplexity import measure_perplexity
 
-LEAVES = [f"demo_{kind}_{domain}" for kind in ("next", "cloze") for domain in ("code", "math", "prose")]
+LEAVES = [f"demo_{kind}_{domain}" for kind in ("next", "cloze", "word") for domain in ("code", "math", "prose")]
 LIMIT = "4"
 
 
