@@ -59,7 +59,7 @@ def test_eval_ppl_measures_every_dataset_against_the_fp_reference(test_plan: Pla
 
 
 def test_tasks_alone_and_inside_evaluate(default_plan: Plan) -> None:
-    tasks = "--tasks demo_next_prose,demo_next_code,demo_next_math,demo_cloze_prose,demo_cloze_code,demo_cloze_math"
+    tasks = "--tasks demo_word_prose,demo_word_code,demo_word_math,demo_next_math,demo_cloze_math"
     assert default_plan.args.eval_tasks("demo") == f"{tasks} --include-path results/demo/tasks --batch-size 32"
     assert default_plan.args.evaluate("demo", "awq", 3) == (
         f"{default_plan.args.eval_ppl('demo', 'awq')} --ppl-out 'results/demo/eval/awq-w3/ppl-{{dataset}}.json' "

@@ -39,7 +39,7 @@ def test_default_config_evaluates_each_model_once_for_all_held_out_texts(workflo
     for command in (line for line in lines if "moequant evaluate" in line):
         assert "--tasks-batch-size 32" in command and "--include-path results/demo/tasks" in command, command
         assert "/tasks.json" in command.split("--tasks-out")[1], command
-    assert any("moequant make-tasks" in line and "--docs 100" in line for line in lines)
+    assert any("moequant make-tasks" in line and "--docs 200" in line for line in lines)
 
 
 def test_a_file_outside_the_tables_still_has_its_own_rule(workflow):
