@@ -226,7 +226,7 @@ class GPTQLayer:
                 inputs = torch.cat([bank.intermediate(expert, part) for expert, part in enumerate(parts)])
                 check_finite_activations(inputs, ctx.where("experts.down"))
                 groups = groups.laid_out()
-            for mode in set(modes.values()):
+            for mode in dict.fromkeys(modes.values()):
                 key = ("experts", mode)
                 if key not in hessians:
                     hessians[key] = self.stack(ctx, bank.num_experts, inputs)
@@ -234,7 +234,7 @@ class GPTQLayer:
             shared_c = mlp.shared_coefficient(x).reshape(-1).float()
             for index, shared in enumerate(mlp.shared_experts):
                 inputs = x if reads_x else shared.act_fn(shared.gate(x)) * shared.up(x)
-                for mode in set(shared_modes.values()):
+                for mode in dict.fromkeys(shared_modes.values()):
                     key = ("shared", 0 if reads_x else index, mode)
                     if key not in hessians:
                         hessians[key] = self.stack(ctx, 1, inputs)
@@ -243,11 +243,11 @@ class GPTQLayer:
                     hessians[key].add(0, inputs, _weights(shared_c, mode), shared_c)
 
         hessians = self.collect(ctx, mlp, accumulate)
-        for mode in set(modes.values()):
+        for mode in dict.fromkeys(modes.values()):
             group = [p for p in projections if modes[p] == mode]
             solve_targets(ctx, ctx.targets.experts(tuple(group)), hessians[("experts", mode)])
         for index, shared in enumerate(mlp.shared_experts):
-            for mode in set(shared_modes.values()):
+            for mode in dict.fromkeys(shared_modes.values()):
                 group = tuple(p for p in projections if shared_modes[p] == mode)
                 key = ("shared", 0 if reads_x else index, mode)
                 solve_targets(ctx, ctx.targets.dense(shared, group), hessians[key])

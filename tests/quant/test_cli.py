@@ -77,3 +77,23 @@ def test_calibration_from_another_tokenizer_is_refused(tmp_path, model_dir, caps
     code, err = run_cli(capsys, "--model", model_dir("mixtral"), "--algo", "gptq", "--wbits", 4,
                         "--calib", calib, "--out", tmp_path / "out")
     assert code == 2 and "another tokenizer" in err and len(err.splitlines()) == 1
+
+
+def test_the_report_is_the_same_whatever_the_hash_seed(tmp_path, make_tiny, tokenizer):
+    """Mixed AGQ weightings solve in the order the options name them, not in a set's hash order."""
+    import os
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    make_tiny("qwen2_moe").save_pretrained(src)
+    tokenizer.save_pretrained(src)
+    calib = write_calib(tmp_path / "calib.jsonl", tokenizer, nsamples=4, seqlen=16)
+    reports = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"q{seed}"
+        argv = [sys.executable, "-m", "moequant", "quantize", "--model", str(src), "--algo", "agq", "--wbits", "4",
+                "--calib", str(calib), "--agq-projections", "up,down", "--device", "cpu", "--out", str(out)]
+        subprocess.run(argv, check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        reports.append((out / "report.csv").read_text())
+    assert reports[0] == reports[1]
