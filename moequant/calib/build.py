@@ -67,10 +67,11 @@ def build_calibration(
             config.no_repeat_ngram,
         )
         input_ids, counts, mean_logprob = result.input_ids, result.counts, result.mean_logprob
+        residual = None
     else:
         input_ids = source_windows(tokenizer, config) if windows is None else windows
         stats = measure(adapter, input_ids, config.batch_size)
-        counts, mean_logprob = stats.counts, stats.mean_logprob
+        counts, mean_logprob, residual = stats.counts, stats.mean_logprob, stats.residual
     seconds = time.perf_counter() - start
     sample_sigma = sigma(counts)
     records = [
@@ -93,6 +94,7 @@ def build_calibration(
         "mean_logprob": set_logprob,
         "perplexity": math.exp(-set_logprob),
         "repetition": repetition_summary(input_ids.tolist()),
+        **({"residual_stream": residual} if residual else {}),
         "seconds": seconds,
         "memory": peaks(model_device(adapter)),
         "tokens_per_second": config.nsamples * config.seqlen / seconds if seconds > 0 else None,

@@ -9,7 +9,7 @@ import pandas as pd
 
 from moequant.artifacts import atomic_file
 from moequant.plan.layout import PLOT_KINDS, SUMMARY_FILES, TABLE_FORMATS, plot_file, table_file
-from moequant.report.findings import findings_markdown
+from moequant.report.findings import baseline_calibration, findings_markdown
 from moequant.report.layout import ResultsLayout
 from moequant.report.plots import expert_usage, ppl_vs_bits
 from moequant.report.spec import ReportSpec
@@ -69,7 +69,9 @@ def build_report(results: str | Path, out: str | Path, spec: ReportSpec) -> list
     _write_text(all_tables, "\n".join(sections))
     results_frame = long_results(spec, layout)
     _write_text(results_csv, results_frame.to_csv(index=False, float_format="%.6g"))
-    _write_text(findings, findings_markdown(spec, results_frame))
+    baseline = baseline_calibration(spec)
+    residual = {m: layout.calibration(m, baseline).get("residual_stream") for m in spec.models} if baseline else {}
+    _write_text(findings, findings_markdown(spec, results_frame, residual))
     written += [all_tables, results_csv, findings]
     for model in spec.models:
         bits_plot, usage_plot = (out / plot_file(kind, model) for kind in PLOT_KINDS)

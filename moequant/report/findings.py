@@ -29,7 +29,7 @@ class Role:
     all_experts: bool = False
 
 
-def _baseline_calibration(spec: ReportSpec) -> str | None:
+def baseline_calibration(spec: ReportSpec) -> str | None:
     """The window set of the plain GPTQ row, else of any GPTQ row."""
     gptq = sorted((m for m in spec.methods.values() if m.algorithm == "gptq" and m.calibration), key=lambda m: m.rotation)
     return next((m.calibration for m in gptq if spec.calibration_sources.get(m.calibration) != EBSS), None)
@@ -51,7 +51,7 @@ def _matches(method: MethodInfo, role: Role, spec: ReportSpec, baseline: str | N
 
 def find(spec: ReportSpec, role: Role) -> str | None:
     """The first configured method that plays `role`."""
-    baseline = _baseline_calibration(spec)
+    baseline = baseline_calibration(spec)
     return next((name for name, m in spec.methods.items() if _matches(m, role, spec, baseline)), None)
 
 
@@ -151,8 +151,29 @@ def _tasks_separate(results: pd.DataFrame, spec: ReportSpec, model: str) -> str:
     return f"| {claim} | {spec.methods[fp].label} vs {spec.methods[rtn].label} W{rtn_bits[0]} | {evidence} | {verdict} |"
 
 
-def findings_markdown(spec: ReportSpec, results: pd.DataFrame) -> str:
-    """One table per model: claim, the two methods compared, the numbers, the verdict."""
+def _outlier_context(spec: ReportSpec, residual: dict[str, list[float]] | None) -> list[str]:
+    """The residual stream the rotation acts on, measured on the baselines' windows: why rotation may not help here."""
+    ratios, kurtosis = (residual or {}).get("channel_max_over_rms"), (residual or {}).get("kurtosis")
+    if not ratios or not kurtosis:
+        return []
+    where = spec.calibration.get(baseline_calibration(spec) or "", "the baselines' windows")
+    return [
+        "",
+        f"Residual stream entering each decoder layer, on {where}: largest channel RMS over the overall RMS "
+        f"{min(ratios):.2f}–{max(ratios):.2f}, kurtosis {min(kurtosis):.2f}–{max(kurtosis):.2f} (a Gaussian has 3). "
+        "Rotation spreads outlier channels; large LLMs carry channels tens to hundreds of times the RMS "
+        "(massive activations), so a stream near these values leaves a rotation little to fix.",
+    ]
+
+
+def findings_markdown(
+    spec: ReportSpec, results: pd.DataFrame, residual: dict[str, dict[str, list[float]]] | None = None
+) -> str:
+    """One table per model: claim, the two methods compared, the numbers, the verdict.
+
+    `residual` (model → the baselines' window set's residual-stream statistics) adds the
+    measured outliers beside the rotation claim's verdict.
+    """
     lines = ["# Findings: the paper's claims on this run's numbers", ""]
     lines.append(
         "Measure: KL to the fp model (nats/token) averaged over every evaluated text, lower is better, "
@@ -163,4 +184,5 @@ def findings_markdown(spec: ReportSpec, results: pd.DataFrame) -> str:
         lines.append(_balance(results, spec, model))
         lines += [_compare(results, spec, model, claim, better, worse) for claim, better, worse in CLAIMS]
         lines.append(_tasks_separate(results, spec, model))
+        lines += _outlier_context(spec, (residual or {}).get(model))
     return "\n".join(lines) + "\n"

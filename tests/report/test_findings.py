@@ -106,3 +106,11 @@ def test_the_tasks_check_weighs_the_gap_against_the_standard_errors() -> None:
     close = pd.DataFrame(_task_rows("fp16", 16, [60, 70], [3, 4]) + _task_rows("rtn", 3, [58, 66], [3, 4]))
     assert _verdicts(findings_markdown(spec, close), with_tasks=True)[TASKS_CHECK] == "**no**"
     assert _verdicts(findings_markdown(spec, _results({"gptq": 0.05}, {})), with_tasks=True)[TASKS_CHECK].startswith("not measured")
+
+
+def test_the_measured_residual_stream_sits_beside_the_claims() -> None:
+    spec = spec_from_dict(SPEC)
+    residual = {"demo": {"channel_max_over_rms": [1.2, 1.45], "kurtosis": [2.7, 3.1]}}
+    markdown = findings_markdown(spec, _results({"gptq": 0.05}, {}), residual)
+    assert "on prose: largest channel RMS over the overall RMS 1.20–1.45, kurtosis 2.70–3.10" in markdown
+    assert "Residual stream" not in findings_markdown(spec, _results({"gptq": 0.05}, {}))
