@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -39,6 +40,20 @@ def long_results(spec: ReportSpec, layout: ResultsLayout) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def _measured(spec: ReportSpec, layout: ResultsLayout) -> dict[str, dict[str, Any]]:
+    """Per model, what the calibration summaries tell about the testbed: residual-stream outliers, expert count."""
+    baseline = baseline_calibration(spec)
+    measured: dict[str, dict[str, Any]] = {}
+    for model in spec.models:
+        summaries = [layout.calibration(model, name) for name in layout.calibration_sets(model)]
+        usage = next((s["per_layer_usage"] for s in summaries if s.get("per_layer_usage")), None)
+        measured[model] = {
+            "residual_stream": layout.calibration(model, baseline).get("residual_stream") if baseline else None,
+            "experts": len(usage[0]) if usage else None,
+        }
+    return measured
+
+
 def _write_text(path: Path, text: str) -> None:
     with atomic_file(path) as handle:
         handle.write(text)
@@ -69,9 +84,7 @@ def build_report(results: str | Path, out: str | Path, spec: ReportSpec) -> list
     _write_text(all_tables, "\n".join(sections))
     results_frame = long_results(spec, layout)
     _write_text(results_csv, results_frame.to_csv(index=False, float_format="%.6g"))
-    baseline = baseline_calibration(spec)
-    residual = {m: layout.calibration(m, baseline).get("residual_stream") for m in spec.models} if baseline else {}
-    _write_text(findings, findings_markdown(spec, results_frame, residual))
+    _write_text(findings, findings_markdown(spec, results_frame, _measured(spec, layout)))
     written += [all_tables, results_csv, findings]
     for model in spec.models:
         bits_plot, usage_plot = (out / plot_file(kind, model) for kind in PLOT_KINDS)

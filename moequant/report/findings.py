@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -166,13 +167,25 @@ def _outlier_context(spec: ReportSpec, residual: dict[str, list[float]] | None) 
     ]
 
 
-def findings_markdown(
-    spec: ReportSpec, results: pd.DataFrame, residual: dict[str, dict[str, list[float]]] | None = None
-) -> str:
+PAPER_RELATIVE_SIGMA = "DeepSeek-MoE-16B (E = 64) in the paper: WikiText2 2.7, EBSS 0.33"
+
+
+def _relative_sigma(results: pd.DataFrame, spec: ReportSpec, model: str, experts: int | None) -> list[str]:
+    """σ·E (σ over the mean share 1/E) of each calibration set: imbalance comparable across expert counts."""
+    sigmas = results[(results["model"] == model) & (results["metric"] == "sigma")]
+    if not experts or sigmas.empty:
+        return []
+    values = sorted(((str(r.dataset), float(r.value) * experts) for r in sigmas.itertuples()), key=lambda kv: kv[1])
+    shown = ", ".join(f"{spec.calibration.get(n, n)} {v:.2f}" for n, v in values)
+    return ["", f"Relative imbalance σ·E (E = {experts}): {shown}; {PAPER_RELATIVE_SIGMA}."]
+
+
+def findings_markdown(spec: ReportSpec, results: pd.DataFrame, measured: dict[str, dict[str, Any]] | None = None) -> str:
     """One table per model: claim, the two methods compared, the numbers, the verdict.
 
-    `residual` (model → the baselines' window set's residual-stream statistics) adds the
-    measured outliers beside the rotation claim's verdict.
+    `measured` (model → `residual_stream` of the baselines' window set and the model's
+    expert count `experts`) adds the testbed's own properties beside the verdicts: the
+    outliers a rotation acts on and the imbalance EBSS targets, relative to the paper's.
     """
     lines = ["# Findings: the paper's claims on this run's numbers", ""]
     lines.append(
@@ -184,5 +197,7 @@ def findings_markdown(
         lines.append(_balance(results, spec, model))
         lines += [_compare(results, spec, model, claim, better, worse) for claim, better, worse in CLAIMS]
         lines.append(_tasks_separate(results, spec, model))
-        lines += _outlier_context(spec, (residual or {}).get(model))
+        context = (measured or {}).get(model, {})
+        lines += _outlier_context(spec, context.get("residual_stream"))
+        lines += _relative_sigma(results, spec, model, context.get("experts"))
     return "\n".join(lines) + "\n"

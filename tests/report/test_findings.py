@@ -110,7 +110,8 @@ def test_the_tasks_check_weighs_the_gap_against_the_standard_errors() -> None:
 
 def test_the_measured_residual_stream_sits_beside_the_claims() -> None:
     spec = spec_from_dict(SPEC)
-    residual = {"demo": {"channel_max_over_rms": [1.2, 1.45], "kurtosis": [2.7, 3.1]}}
-    markdown = findings_markdown(spec, _results({"gptq": 0.05}, {}), residual)
+    measured = {"demo": {"residual_stream": {"channel_max_over_rms": [1.2, 1.45], "kurtosis": [2.7, 3.1]}, "experts": 8}}
+    markdown = findings_markdown(spec, _results({"gptq": 0.05}, {"ebss": 0.01, "prose": 0.05}), measured)
     assert "on prose: largest channel RMS over the overall RMS 1.20–1.45, kurtosis 2.70–3.10" in markdown
+    assert "Relative imbalance σ·E (E = 8): EBSS 0.08, prose 0.40; DeepSeek-MoE-16B (E = 64) in the paper" in markdown
     assert "Residual stream" not in findings_markdown(spec, _results({"gptq": 0.05}, {}))
