@@ -10,6 +10,8 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -19,13 +21,19 @@ from moequant.errors import UsageError
 from moequant.models import adapt, check_model_type
 from moequant.models.config import load_config
 from moequant.models.files import INDEX_FILE, SINGLE_FILE, check_model_files, check_safetensors, read_weight_map
-from moequant.models.streaming import OffloadedLayers, detach_from_files, offload_device_map, offload_index_reader
+from moequant.models.streaming import (
+    OffloadedLayers,
+    detach_from_files,
+    offload_device_map,
+    offload_folder,
+    offload_index_reader,
+)
 from moequant.models.shards import revert_names
 from moequant.quant.checkpoint import is_quantized_checkpoint, load_quantized
 from moequant.rotation.artifact import restore_online_hadamard
 
 
-def _offload_folder() -> str:
+def _spill_folder() -> str:
     """Where a spread model puts the layers neither the GPUs nor host memory hold; removed at exit."""
     folder = tempfile.mkdtemp(prefix="moequant-offload-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
@@ -46,7 +54,7 @@ def load_model(
     With a `device_map` (see `runtime.spread_map`) transformers places the model over the
     GPUs, offloading what does not fit; `device` is then only where inputs go.
     """
-    placed = {"device_map": device_map, "offload_folder": _offload_folder()} if device_map else {}
+    placed = {"device_map": device_map, "offload_folder": _spill_folder()} if device_map else {}
     if is_quantized_checkpoint(spec):
         return load_quantized(spec, dtype=dtype, device=device, placed=placed)
     from transformers import AutoModelForCausalLM
@@ -63,21 +71,33 @@ def load_model(
     return model
 
 
+@contextmanager
 def load_streaming(
     spec: str,
-    offload: Path,
+    out: Path,
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
     device: str | torch.device = "cpu",
-) -> tuple[nn.Module, OffloadedLayers]:
+) -> Iterator[tuple[nn.Module, OffloadedLayers]]:
     """The model behind `spec` with every decoder layer on disk, and the handle that loads one at a time.
 
     What lies outside the decoder layers (embeddings, final norm, head) is placed on `device`.
 
     transformers' own loader does the offload (so each family's weight conversion applies);
-    tensors it had to convert are re-saved under `offload`, the rest are read from the
-    source shards where they lie.
+    tensors it had to convert are staged beside the output `out` (`offload_folder`), which
+    is removed when the block ends, however it ends; the rest are read from the source
+    shards where they lie.
     """
+    offload = offload_folder(out)
+    try:
+        yield _offloaded_model(spec, offload, dtype, trust_remote_code, device)
+    finally:
+        shutil.rmtree(offload, ignore_errors=True)
+
+
+def _offloaded_model(
+    spec: str, offload: Path, dtype: torch.dtype, trust_remote_code: bool, device: str | torch.device
+) -> tuple[nn.Module, OffloadedLayers]:
     from transformers import AutoModelForCausalLM
 
     if is_quantized_checkpoint(spec):
@@ -103,7 +123,7 @@ def load_streaming(
     del skeleton
     detach_from_files(model)
     restore_online_hadamard(model, source)
-    return model, OffloadedLayers(model, prefixes, names, read, str(source))
+    return model, OffloadedLayers(prefixes, names, read, str(source))
 
 
 def _model_directory(spec: str) -> Path:

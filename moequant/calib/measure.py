@@ -39,7 +39,7 @@ class ResidualMoments:
     def summary(self) -> dict[str, list[float]]:
         ratio, kurtosis = [], []
         for square, fourth, count in zip(self.square, self.fourth, self.count):
-            if square is None or count == 0:
+            if square is None:
                 continue
             channel = square / count
             overall = float(channel.mean())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -120,7 +119,6 @@ def run(args: argparse.Namespace) -> int:
     from moequant.artifacts import atomic_dir
     from moequant.loading import load_model, load_streaming, load_tokenizer
     from moequant.memory import say_peaks
-    from moequant.models.streaming import offload_folder
     from moequant.quant.checkpoint import CheckpointWriter, StreamedLayers, save_quantized, servability
     from moequant.progress import say
     from moequant.quant.driver import check_groupsize, memory_plan
@@ -182,16 +180,12 @@ def run(args: argparse.Namespace) -> int:
         }
 
     if args.stream:
-        offload = offload_folder(Path(args.out))
-        try:
-            model, offloaded = load_streaming(args.model, offload, dtype, args.trust_remote_code)
+        with load_streaming(args.model, Path(args.out), dtype, args.trust_remote_code) as (model, offloaded):
             started = time.time()
             with atomic_dir(args.out) as tmp:
                 writer = CheckpointWriter(tmp, model)
                 result = algorithm.quantize(model, calib, config, store=StreamedLayers(offloaded, writer), **options)
                 writer.finish(result, metadata(time.time() - started), tokenizer)
-        finally:
-            shutil.rmtree(offload, ignore_errors=True)
     else:
         model = load_model(args.model, dtype=dtype, trust_remote_code=args.trust_remote_code)
         started = time.time()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import time
 from pathlib import Path
 
@@ -12,7 +11,6 @@ from moequant.errors import UsageError, require
 from moequant.memory import say_peaks
 from moequant.artifacts import atomic_dir
 from moequant.loading import load_model, load_streaming, load_tokenizer
-from moequant.models.streaming import offload_folder
 from moequant.quant.checkpoint import is_quantized_checkpoint
 from moequant.rotation.artifact import StreamedRotation, save_rotated, source_hashes
 from moequant.rotation.config import RotationConfig
@@ -83,16 +81,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.stream:
         require(not config.online_hadamard, "--online-hadamard cannot be streamed yet; rotate without --stream")
-        offload = offload_folder(Path(args.out))
-        try:
-            model, offloaded = load_streaming(args.model, offload, dtype, args.trust_remote_code, device)
+        with load_streaming(args.model, Path(args.out), dtype, args.trust_remote_code, device) as (model, offloaded):
             with atomic_dir(args.out) as tmp:
                 stream = StreamedRotation(model, offloaded, tmp, device)
                 report = rotate_model(model, config, stream)
                 written = metadata(report)
                 stream.finish(written, tokenizer)
-        finally:
-            shutil.rmtree(offload, ignore_errors=True)
     else:
         model = load_model(args.model, dtype=dtype, device=device, trust_remote_code=args.trust_remote_code)
         report = rotate_model(model, config)

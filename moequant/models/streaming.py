@@ -25,13 +25,13 @@ from moequant.errors import UsageError
 TensorReader = Callable[[str], torch.Tensor]
 
 
-def _tensors(module: nn.Module) -> list[tuple[str, nn.Module, str, torch.Tensor, bool]]:
-    """(name under `module`, owner, attribute, tensor, is parameter) for every parameter and buffer."""
+def _tensors(module: nn.Module) -> list[tuple[str, torch.Tensor, bool]]:
+    """(name under `module`, tensor, is parameter) for every parameter and buffer, non-persistent buffers included."""
     found = []
     for owner_name, owner in module.named_modules():
         prefix = f"{owner_name}." if owner_name else ""
-        found += [(prefix + a, owner, a, t, True) for a, t in owner._parameters.items() if t is not None]
-        found += [(prefix + a, owner, a, t, False) for a, t in owner._buffers.items() if t is not None]
+        found += [(prefix + a, t, True) for a, t in owner._parameters.items() if t is not None]
+        found += [(prefix + a, t, False) for a, t in owner._buffers.items() if t is not None]
     return found
 
 
@@ -43,15 +43,14 @@ class OffloadedLayers:
     naming the tensor and where it was looked for.
     """
 
-    def __init__(self, model: nn.Module, prefixes: dict[int, str], names: set[str], read: TensorReader,
-                 where: str) -> None:
-        self.model, self.prefixes, self.names, self.read, self.where = model, prefixes, names, read, where
+    def __init__(self, prefixes: dict[int, str], names: set[str], read: TensorReader, where: str) -> None:
+        self.prefixes, self.names, self.read, self.where = prefixes, names, read, where
         self.resident: set[int] = set()
 
     def load(self, index: int, module: nn.Module, device: torch.device | str = "cpu") -> None:
         """Put layer `index`'s tensors from disk into `module` (its decoder layer) on `device`."""
         prefix = self.prefixes[index]
-        for name, _owner, _attr, tensor, is_param in _tensors(module):
+        for name, tensor, is_param in _tensors(module):
             if tensor.device.type != "meta":
                 continue
             full = f"{prefix}.{name}"
@@ -67,7 +66,7 @@ class OffloadedLayers:
 
     def release(self, index: int, module: nn.Module) -> None:
         """Drop layer `index`'s tensors back to the meta device, freeing their memory."""
-        for _name, _owner, _attr, tensor, is_param in _tensors(module):
+        for _name, tensor, is_param in _tensors(module):
             if tensor.device.type == "meta":
                 continue
             empty = torch.empty_like(tensor, device="meta")
@@ -83,7 +82,7 @@ def detach_from_files(model: nn.Module) -> None:
     the experts touched: resident memory that grows with depth although no tensor holds it.
     """
     seen: set[int] = set()
-    for _name, _owner, _attr, tensor, is_param in _tensors(model):
+    for _name, tensor, is_param in _tensors(model):
         if tensor.device.type == "meta" or id(tensor) in seen:
             continue
         seen.add(id(tensor))

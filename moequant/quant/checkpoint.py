@@ -219,8 +219,7 @@ class CheckpointWriter:
     def write_layer(self, layer: DecoderLayer, result: QuantResult) -> None:
         """Shard of `layer`, which must hold its dequantized weights; codes and scales come from `result`."""
         prefix = self.prefixes[layer.index]
-        mine = {a: w for a, w in result.weights.items() if a.startswith(f"layers.{layer.index}.")}
-        grid = _grid_of(mine)
+        grid = _grid_of(result.layer_weights(layer.index))
         if self.grid is not None and grid != self.grid:
             raise UsageError(f"a checkpoint holds one grid; layer {layer.index} uses {grid}, earlier layers {self.grid}")
         self.grid = grid
@@ -272,7 +271,7 @@ class StreamedLayers:
         """Write the layer, then drop its tensors and its codes: host memory stays flat in depth."""
         self.writer.write_layer(layer, result)
         self.offloaded.release(layer.index, layer.module)
-        for address in [a for a in result.weights if a.startswith(f"layers.{layer.index}.")]:
+        for address in result.layer_weights(layer.index):
             del result.weights[address]
 
 

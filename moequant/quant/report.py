@@ -65,6 +65,10 @@ class QuantResult:
         self.weights[address] = PackedWeight.of(weight)
         self.rows.extend(rows)
 
+    def layer_weights(self, index: int) -> dict[str, PackedWeight]:
+        """The codes of decoder layer `index` (addresses are `layers.<index>.<module>`, see `Target.address`)."""
+        return {a: w for a, w in self.weights.items() if a.startswith(f"layers.{index}.")}
+
     def summary(self) -> dict[str, object]:
         fallbacks: dict[str, int] = {}
         for row in self.rows:

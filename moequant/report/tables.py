@@ -28,9 +28,12 @@ def kl_column(dataset: str) -> str:
     return f"KL {dataset}"
 
 
+ERROR_SUFFIX = " ±"
+
+
 def error_column(column: str) -> str:
     """The CSV column of `column`'s standard error; Markdown prints it in the same cell, as ±."""
-    return f"{column} ±"
+    return f"{column}{ERROR_SUFFIX}"
 
 
 def build_table(spec: ReportSpec, table: TableSpec, layout: ResultsLayout) -> pd.DataFrame:
@@ -91,7 +94,7 @@ def _cell(column: str, record: dict[str, object]) -> str:
 
 def to_markdown(frame: pd.DataFrame, title: str) -> str:
     """A pipe table; the model name is printed once per block of rows, as in the paper."""
-    columns = [c for c in frame.columns if not str(c).endswith(" ±")]
+    columns = [c for c in frame.columns if not str(c).endswith(ERROR_SUFFIX)]
     lines = [f"### {title}", "", "| " + " | ".join(columns) + " |"]
     lines.append("|" + "|".join("---" if c in ("Model", "Method", "Calib") else "---:" for c in columns) + "|")
     previous_model = None
