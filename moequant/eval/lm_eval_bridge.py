@@ -144,7 +144,7 @@ def run_tasks(model: nn.Module, tokenizer: Any, prepared: PreparedTasks, config:
             tasks=objects,
             num_fewshot=num_fewshot,
             limit=limit,
-            log_samples=False,
+            log_samples=True,
             task_manager=prepared.manager,
             confirm_run_unsafe_code=config.allow_code_execution,
             random_seed=config.seed,
@@ -152,10 +152,12 @@ def run_tasks(model: nn.Module, tokenizer: Any, prepared: PreparedTasks, config:
             torch_random_seed=config.seed,
             fewshot_random_seed=config.seed,
         )
+        samples = output.pop("samples", None) or {}
         for key, value in output.items():
             if isinstance(value, dict) and key != "config":
                 merged.setdefault(key, {}).update(value)
         merged["runs"].append({"tasks": names, "num_fewshot": num_fewshot, "config": output.get("config")})
+        merged.setdefault("documents", {}).update(document_scores(samples, headline_keys(output.get("results", {}), prepared.requests)))
     merged["summary"] = headline_metrics(merged.get("results", {}), prepared.requests)
     for index, (name, score) in enumerate(merged["summary"].items(), start=1):
         say("lm-eval", f"task {index}/{len(merged['summary'])} {name}: {score:.4f}")
@@ -164,21 +166,46 @@ def run_tasks(model: nn.Module, tokenizer: Any, prepared: PreparedTasks, config:
     return merged
 
 
-def headline_metrics(results: dict[str, dict[str, Any]], requests: list[TaskRequest]) -> dict[str, float]:
-    """One number per result entry: the request's chosen metric, else `acc`, else the first metric.
+def headline_keys(results: dict[str, dict[str, Any]], requests: list[TaskRequest]) -> dict[str, str]:
+    """Task → the "metric,filter" key of its one number: the request's chosen metric, else `acc`, else the first.
 
     lm-eval names metrics "metric,filter"; keys without a comma are bookkeeping (sample_len).
     """
     chosen = {request.name: request.metric for request in requests if request.metric}
-    summary = {}
+    keys = {}
     for name, metrics in results.items():
-        numeric = {
-            key: float(value)
+        numeric = [
+            key
             for key, value in metrics.items()
-            if "," in key and "_stderr" not in key and isinstance(value, (int, float)) and not isinstance(value, bool)
-        }
-        numeric = {key: value for key, value in numeric.items() if math.isfinite(value)}
+            if "," in key
+            and "_stderr" not in key
+            and isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        ]
         key = chosen.get(name) or ("acc,none" if "acc,none" in numeric else next(iter(numeric), None))
         if key in numeric:
-            summary[name] = numeric[key]
-    return summary
+            keys[name] = key
+    return keys
+
+
+def headline_metrics(results: dict[str, dict[str, Any]], requests: list[TaskRequest]) -> dict[str, float]:
+    """One number per result entry (see `headline_keys`)."""
+    return {name: float(results[name][key]) for name, key in headline_keys(results, requests).items()}
+
+
+def document_scores(samples: dict[str, list[dict[str, Any]]], keys: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Task → its headline metric per document, in document order.
+
+    Two variants answer the same documents, so their difference per document gives a paired
+    standard error of the gap between them, far tighter than the two scores' own errors
+    when the variants agree on most documents (docs/evaluation.md).
+    """
+    found = {}
+    for task, key in keys.items():
+        metric, _, filter_key = key.partition(",")
+        rows = sorted((s for s in samples.get(task, []) if s.get("filter") == filter_key), key=lambda s: s["doc_id"])
+        scores = [s.get(metric) for s in rows]
+        if rows and all(isinstance(v, (int, float)) for v in scores):  # a bool is a 0/1 score
+            found[task] = {"metric": key, "doc_ids": [int(s["doc_id"]) for s in rows], "scores": [float(v) for v in scores]}
+    return found

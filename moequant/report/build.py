@@ -41,7 +41,7 @@ def long_results(spec: ReportSpec, layout: ResultsLayout) -> pd.DataFrame:
 
 
 def _measured(spec: ReportSpec, layout: ResultsLayout) -> dict[str, dict[str, Any]]:
-    """Per model, what the calibration summaries tell about the testbed: residual-stream outliers, expert count."""
+    """Per model, what the testbed tells beside the verdicts: residual-stream outliers, expert count, per-document task scores."""
     baseline = baseline_calibration(spec)
     measured: dict[str, dict[str, Any]] = {}
     for model in spec.models:
@@ -50,6 +50,7 @@ def _measured(spec: ReportSpec, layout: ResultsLayout) -> dict[str, dict[str, An
         measured[model] = {
             "residual_stream": layout.calibration(model, baseline).get("residual_stream") if baseline else None,
             "experts": len(usage[0]) if usage else None,
+            "task_documents": {variant: layout.task_documents(model, *variant) for variant in layout.variants(model)},
         }
     return measured
 

@@ -132,23 +132,50 @@ def _task_average(results: pd.DataFrame, model: str, method: str, bits: int) -> 
     return sum(accuracy.values()) / count, math.sqrt(sum(e * e for e in errors.values())) / count
 
 
-def _tasks_separate(results: pd.DataFrame, spec: ReportSpec, model: str) -> str:
-    """Whether the task AVG tells full precision from RTN at its lowest width: a check of the testbed, not a claim."""
+def _paired_error(fp: dict[str, dict[int, float]], rtn: dict[str, dict[int, float]], tasks: list[str]) -> float | None:
+    """Standard error (percent) of the AVG gap from per-document differences on the same documents.
+
+    Both variants answer the same questions, so the gap's error is the spread of their
+    per-document differences, not the two scores' errors in quadrature (which treat them as
+    independent samples). None when a task lacks per-document scores for either.
+    """
+    variance = 0.0
+    for task in tasks:
+        common = sorted(fp.get(task, {}).keys() & rtn.get(task, {}).keys())
+        if len(common) < 2:
+            return None
+        diffs = [100.0 * (fp[task][doc] - rtn[task][doc]) for doc in common]
+        mean = sum(diffs) / len(diffs)
+        variance += sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)
+    return math.sqrt(variance) / len(tasks)
+
+
+def _tasks_separate(results: pd.DataFrame, spec: ReportSpec, model: str, documents: dict[tuple[str, int], Any]) -> str:
+    """Whether the task AVG tells full precision from RTN at its lowest width: a check of the testbed, not a claim.
+
+    The verdict uses the paired error where every task has per-document scores (the right
+    test for two variants on one question set), the two scores' own errors otherwise.
+    """
     claim = "The tasks tell FP from RTN (AVG apart by at least 2 standard errors)"
     fp = next((name for name, m in spec.methods.items() if m.algorithm in (None, "none") and not m.calibration), None)
     rtn = next((name for name, m in spec.methods.items() if m.algorithm == "rtn"), None)
     if fp is None or rtn is None or "bits" not in results:
         return f"| {claim} | – | – | not measured: needs an FP and an RTN row with tasks |"
-    fp_bits = _bits_of(results, model, fp)
+    fp_bits = next((b for b in sorted(_bits_of(results, model, fp)) if _task_average(results, model, fp, b)), None)
     rtn_bits = sorted(b for b in _bits_of(results, model, rtn) if _task_average(results, model, rtn, b))
-    full = next((_task_average(results, model, fp, b) for b in sorted(fp_bits) if _task_average(results, model, fp, b)), None)
-    if full is None or not rtn_bits:
+    if fp_bits is None or not rtn_bits:
         return f"| {claim} | – | – | not measured: needs task results with standard errors for FP and RTN |"
-    low = _task_average(results, model, rtn, rtn_bits[0])
-    assert low is not None
+    full, low = _task_average(results, model, fp, fp_bits), _task_average(results, model, rtn, rtn_bits[0])
+    assert full is not None and low is not None
     gap, spread = full[0] - low[0], math.sqrt(full[1] ** 2 + low[1] ** 2)
-    verdict = "**yes**" if gap >= 2 * spread else "**no**"
-    evidence = f"AVG {full[0]:.2f} ± {full[1]:.2f} vs {low[0]:.2f} ± {low[1]:.2f}: gap {gap:.2f} = {gap / spread:.1f} standard errors"
+    fp_rows = results[(results["model"] == model) & (results["method"] == fp) & (results["bits"] == fp_bits)]
+    fp_rows = fp_rows[fp_rows["metric"] == "accuracy"]
+    tasks = sorted(set(fp_rows["dataset"].astype(str)))
+    paired = _paired_error(documents.get((fp, fp_bits), {}), documents.get((rtn, rtn_bits[0]), {}), tasks)
+    evidence = f"AVG {full[0]:.2f} ± {full[1]:.2f} vs {low[0]:.2f} ± {low[1]:.2f}: gap {gap:.2f} = {gap / spread:.1f} standard errors of the two scores"
+    if paired:
+        evidence += f", {gap / paired:.1f} of the paired difference over the same documents (± {paired:.2f})"
+    verdict = "**yes**" if gap >= 2 * (paired or spread) else "**no**"
     return f"| {claim} | {spec.methods[fp].label} vs {spec.methods[rtn].label} W{rtn_bits[0]} | {evidence} | {verdict} |"
 
 
@@ -183,8 +210,8 @@ def _relative_sigma(results: pd.DataFrame, spec: ReportSpec, model: str, experts
 def findings_markdown(spec: ReportSpec, results: pd.DataFrame, measured: dict[str, dict[str, Any]] | None = None) -> str:
     """One table per model: claim, the two methods compared, the numbers, the verdict.
 
-    `measured` (model → `residual_stream` of the baselines' window set and the model's
-    expert count `experts`) adds the testbed's own properties beside the verdicts: the
+    `measured` (model → `residual_stream` of the baselines' window set, the model's expert
+    count `experts`, and `task_documents`, (method, bits) → per-document task scores) adds the testbed's own properties beside the verdicts: the
     outliers a rotation acts on and the imbalance EBSS targets, relative to the paper's.
     """
     lines = ["# Findings: the paper's claims on this run's numbers", ""]
@@ -196,8 +223,8 @@ def findings_markdown(spec: ReportSpec, results: pd.DataFrame, measured: dict[st
         lines += ["", f"## {label}", "", "| claim | compared | numbers | verdict |", "|---|---|---|---|"]
         lines.append(_balance(results, spec, model))
         lines += [_compare(results, spec, model, claim, better, worse) for claim, better, worse in CLAIMS]
-        lines.append(_tasks_separate(results, spec, model))
         context = (measured or {}).get(model, {})
+        lines.append(_tasks_separate(results, spec, model, context.get("task_documents") or {}))
         lines += _outlier_context(spec, context.get("residual_stream"))
         lines += _relative_sigma(results, spec, model, context.get("experts"))
     return "\n".join(lines) + "\n"

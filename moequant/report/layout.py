@@ -112,6 +112,15 @@ def task_stderrs(payload: dict[str, Any]) -> dict[str, float]:
     return found
 
 
+def task_documents(payload: dict[str, Any]) -> dict[str, dict[int, float]]:
+    """Task → document id → its headline score, as `eval-tasks` records them (older files have none)."""
+    found = {}
+    for task, entry in (payload.get("documents") or {}).items():
+        if isinstance(entry, dict) and len(entry.get("doc_ids", [])) == len(entry.get("scores", [])):
+            found[str(task)] = {int(i): float(v) for i, v in zip(entry["doc_ids"], entry["scores"])}
+    return found
+
+
 class ResultsLayout:
     """Paths and readers for one results folder."""
 
@@ -172,6 +181,10 @@ class ResultsLayout:
     def task_errors(self, model: str, method: str, bits: int) -> dict[str, float]:
         path = self.tasks_file(model, method, bits)
         return task_stderrs(read_json(path)) if path.is_file() else {}
+
+    def task_documents(self, model: str, method: str, bits: int) -> dict[str, dict[int, float]]:
+        path = self.tasks_file(model, method, bits)
+        return task_documents(read_json(path)) if path.is_file() else {}
 
     def calibration(self, model: str, calibration: str) -> dict[str, Any]:
         path = self.calib_summary(model, calibration)

@@ -46,6 +46,17 @@ def test_local_group_runs_on_the_in_memory_model(in_memory) -> None:
     assert in_memory["summary"]["demo"] == in_memory["avg"]
 
 
+def test_every_task_records_its_score_per_document_and_they_average_to_the_headline(in_memory) -> None:
+    documents = in_memory["documents"]
+    assert set(LEAVES) <= set(documents)
+    for name in LEAVES:
+        entry = documents[name]
+        assert entry["metric"] == "acc,none" and entry["doc_ids"] == list(range(int(LIMIT)))
+        assert set(entry["scores"]) <= {0.0, 1.0}
+        assert sum(entry["scores"]) / len(entry["scores"]) == pytest.approx(in_memory["results"][name]["acc,none"])
+    assert "samples" not in in_memory, "the full logged samples (documents, prompts) stay out of tasks.json"
+
+
 def test_few_shot_draws_from_the_validation_split(model, tokenizer, task_dir) -> None:
     config = TaskConfig(tasks=["demo_next_prose"], include_path=str(task_dir), num_fewshot=1, limit=2)
     output = run_tasks(model, tokenizer, prepare_tasks(config), config)

@@ -115,3 +115,22 @@ def test_the_measured_residual_stream_sits_beside_the_claims() -> None:
     assert "on prose: largest channel RMS over the overall RMS 1.20–1.45, kurtosis 2.70–3.10" in markdown
     assert "Relative imbalance σ·E (E = 8): EBSS 0.08, prose 0.40; DeepSeek-MoE-16B (E = 64) in the paper" in markdown
     assert "Residual stream" not in findings_markdown(spec, _results({"gptq": 0.05}, {}))
+
+
+def test_a_paired_error_over_the_same_documents_decides_when_every_task_has_them() -> None:
+    raw = {**SPEC, "methods": {**SPEC["methods"], "rtn": {"label": "RTN", "algorithm": "rtn", "bits": [3]}}}
+    spec = spec_from_dict(raw)
+    # 100 documents per task: RTN loses exactly 4 that FP answers and agrees on the rest, so the
+    # gap (4 points) is within 2 unpaired errors (4.9 each) yet far outside the paired one.
+    fp_docs = {f"t{t}": {d: float(d % 2) for d in range(100)} for t in range(2)}
+    rtn_docs = {task: {d: (0.0 if d in (1, 3, 5, 7) else v) for d, v in docs.items()} for task, docs in fp_docs.items()}
+    frame = pd.DataFrame(_task_rows("fp16", 16, [50, 50], [5, 5]) + _task_rows("rtn", 3, [46, 46], [5, 5]))
+    without = _verdicts(findings_markdown(spec, frame), with_tasks=True)[TASKS_CHECK]
+    measured = {"demo": {"task_documents": {("fp16", 16): fp_docs, ("rtn", 3): rtn_docs}}}
+    markdown = findings_markdown(spec, frame, measured)
+    assert without == "**no**"
+    assert _verdicts(markdown, with_tasks=True)[TASKS_CHECK] == "**yes**"
+    assert "gap 4.00 = 0.8 standard errors of the two scores, 2.9 of the paired difference over the same documents (± 1.39)" in markdown
+    one_task_short = {**measured["demo"]["task_documents"], ("rtn", 3): {"t0": rtn_docs["t0"]}}
+    short = findings_markdown(spec, frame, {"demo": {"task_documents": one_task_short}})
+    assert _verdicts(short, with_tasks=True)[TASKS_CHECK] == "**no**", "a task without documents falls back to the unpaired errors"
