@@ -10,7 +10,7 @@ import pytest
 from moequant.coverage import STAGES, check_family, moe_model_types
 
 QUANTIZE = ("rtn", "gptq", "agq")
-REQUIRED_QUANTIZING = ("qwen3_5_moe", "deepseek_v3", "glm4_moe", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe")
+REQUIRED_QUANTIZING = ("qwen3_5_moe", "deepseek_v3", "glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe")
 REQUIRED_ROTATING = ("deepseek_v2", "deepseek_v3", "glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
 
 

@@ -8,6 +8,9 @@ conversion, so the directory loads with a stock `from_pretrained` whatever the f
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,69 @@ def revert_names(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, 
     from transformers.core_model_loading import revert_weight_conversion
 
     return revert_weight_conversion(model, state) if state else {}
+
+
+@dataclass(frozen=True)
+class ExpertSplit:
+    """A fused experts bank whose Hub format keeps the experts fused, written as one linear per expert.
+
+    compressed-tensors packs 2-D [out, in] weights, so such a bank (gpt-oss stores
+    `gate_up_proj` [E, H, 2I] with gate and up interleaved) goes out as
+    `<experts>.<e>.{gate,up,down}_proj.{weight,bias}`: the per-expert names of vLLM's MoE
+    loaders and the layout llm-compressor writes for gpt-oss. `conversions` tells
+    transformers how to fuse them back into the bank on load.
+    """
+
+    experts: str
+    """The bank's module path inside a decoder layer, e.g. "mlp.experts"."""
+    transposed: bool
+    interleaved: bool
+    bias: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def conversions(self) -> list[Any]:
+        from transformers.core_model_loading import Concatenate, Interleave, MergeModulelist, Transpose, WeightConverter
+
+        stem = f".{self.experts}"
+        gate_up = [MergeModulelist(dim=0), Concatenate(dim=1)]  # [E, 2I, H], gate rows first
+        if self.interleaved:
+            gate_up.append(Interleave(dim=1, inverse=True))
+        down: list[Any] = [MergeModulelist(dim=0)]  # [E, H, I]
+        if self.transposed:
+            gate_up.append(Transpose(1, 2))
+            down.append(Transpose(1, 2))
+        found = [
+            WeightConverter([f"{stem}.*.gate_proj.weight", f"{stem}.*.up_proj.weight"], f"{stem}.gate_up_proj", gate_up),
+            WeightConverter([f"{stem}.*.down_proj.weight"], f"{stem}.down_proj", down),
+        ]
+        if self.bias:
+            bias = [MergeModulelist(dim=0), Concatenate(dim=1)] + ([Interleave(dim=1, inverse=True)] if self.interleaved else [])
+            found.append(WeightConverter([f"{stem}.*.gate_proj.bias", f"{stem}.*.up_proj.bias"], f"{stem}.gate_up_proj_bias", bias))
+            found.append(WeightConverter([f"{stem}.*.down_proj.bias"], f"{stem}.down_proj_bias", [MergeModulelist(dim=0)]))
+        return found
+
+
+@contextmanager
+def split_experts_conversions(model_type: str, splits: list[ExpertSplit]) -> Iterator[None]:
+    """transformers' conversions of `model_type` with the splits' fusing ones added, for one load.
+
+    The family's own conversions stay first; the registration is undone afterwards, so a
+    checkpoint in the family's Hub format loads as before.
+    """
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+
+    if not splits:
+        yield
+        return
+    own = get_checkpoint_conversion_mapping(model_type)
+    added = [c for split in splits for c in split.conversions()]
+    register_checkpoint_conversion_mapping(model_type, [*(own or []), *added], overwrite=True)
+    try:
+        yield
+    finally:
+        register_checkpoint_conversion_mapping(model_type, own, overwrite=True)  # type: ignore[arg-type]
 
 
 def outside_layers(model: nn.Module, prefixes: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -33,8 +33,17 @@ from torch import nn
 import moequant
 from moequant.artifacts import atomic_dir, write_json
 from moequant.errors import UsageError
-from moequant.models import DecoderLayer, adapt
-from moequant.models.shards import ShardWriter, layer_state, outside_layers, revert_names, save_config
+from moequant.models import DecoderLayer, MoEBlock, adapt
+from moequant.models.base import FusedExperts
+from moequant.models.shards import (
+    ExpertSplit,
+    ShardWriter,
+    layer_state,
+    outside_layers,
+    revert_names,
+    save_config,
+    split_experts_conversions,
+)
 from moequant.models.streaming import OffloadedLayers
 from moequant.models.files import INDEX_FILE, read_weight_map
 from moequant.quant.grid import QuantizedWeight, pack
@@ -59,28 +68,49 @@ def _span(tensor: torch.Tensor) -> tuple[int, int]:
     return start, start + tensor.numel() * tensor.element_size()
 
 
+def expert_split(model: nn.Module, layer: DecoderLayer, prefix: str) -> ExpertSplit | None:
+    """How `layer`'s experts are written when its Hub format keeps a fused bank fused (see `ExpertSplit`)."""
+    mlp = layer.mlp
+    if not isinstance(mlp, MoEBlock) or not isinstance(mlp.experts, FusedExperts):
+        return None
+    bank = mlp.experts
+    path = next(name for name, module in layer.module.named_modules() if module is bank.module)
+    hub = revert_names(model, {f"{prefix}.{path}.gate_up_proj": bank.module.gate_up_proj.detach()})
+    if all(tensor.dim() == 2 for tensor in hub.values()):
+        return None
+    return ExpertSplit(path, bank.transposed, bank.interleaved, bank.has_bias)
+
+
 class _LayerExport:
     """The Hub tensors of one decoder layer: quantized linears packed, everything else dense.
 
     Which quantized weight a state tensor holds is found by storage address, so fused
     experts, per-expert modules and plain linears need no layout-specific code: the members
-    inside a tensor, in memory order, tile it.
+    inside a tensor, in memory order, tile it. A bank the Hub keeps fused is the exception:
+    it is written one linear per expert (`expert_split`).
     """
 
     def __init__(self, model: nn.Module, prefix: str, state: dict[str, torch.Tensor], targets: LayerTargets,
                  result: QuantResult, bits: int) -> None:
-        self.model, self.result, self.bits = model, result, bits
+        self.model, self.result, self.bits, self.prefix, self.layer = model, result, bits, prefix, targets.layer
         self.state = {k: v for k, v in state.items() if k.startswith(f"{prefix}.")}
+        self.split = expert_split(model, targets.layer, prefix)
+        everything = targets.all()
+        self.split_experts = [t for t in everything if t.is_experts] if self.split else []
+        if self.split:
+            stem = f"{prefix}.{self.split.experts}."
+            self.state = {k: v for k, v in self.state.items() if not k.startswith(stem) or "." in k[len(stem):]}
         routing = {t.address for t in targets.routing()}
         self.routing_spans = [_span(v) for t in targets.routing() for v in t.views()]
-        self.quantized = [t for t in targets.all() if t.address not in routing]
+        split = {t.address for t in self.split_experts}
+        self.quantized = [t for t in everything if t.address not in routing | split]
         strided = [t.address for t in self.quantized if not all(v.is_contiguous() for v in t.views())]
         if strided:
             raise UsageError(
                 f"{strided[0]} is stored transposed or interleaved; compressed-tensors pack-quantized holds "
                 "row-major [out, in] weights, so this family is quantized in memory but not exported"
             )
-        absent = [t.address for t in self.quantized if t.address not in result.weights]
+        absent = [t.address for t in [*self.quantized, *self.split_experts] if t.address not in result.weights]
         if absent:
             raise UsageError(f"{absent[0]} was not quantized; a pack-quantized checkpoint needs every decoder linear")
 
@@ -94,10 +124,54 @@ class _LayerExport:
         ]
         return [(ptr, self.quantized[index], member) for ptr, index, member in sorted(found)]
 
+    def _packed(self, module: str, weight: QuantizedWeight, member: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        code = weight.codes[member]
+        return {
+            f"{module}.weight_packed": pack(code, self.bits),
+            f"{module}.weight_scale": stored_scale(weight.scale[member], dtype, module).contiguous(),
+            f"{module}.weight_shape": torch.tensor(code.shape, dtype=torch.int64),
+        }
+
+    def _split_tensors(self) -> dict[str, torch.Tensor]:
+        """The split bank's experts, one packed linear (and its bias) per expert and projection."""
+        assert self.split is not None and isinstance(self.layer.mlp, MoEBlock)
+        bank = self.layer.mlp.experts
+        out: dict[str, torch.Tensor] = {}
+        for target in self.split_experts:
+            proj = target.module.removeprefix("experts.")
+            weight, views = self.result.weights[target.address].unpacked(), target.views()
+            bias = bank.bias(proj)
+            for expert, view in enumerate(views):
+                module = f"{self.prefix}.{self.split.experts}.{expert}.{proj}_proj"
+                out.update(self._packed(module, weight, expert, view.dtype))
+                if bias is not None:
+                    out[f"{module}.bias"] = bias[expert].detach().cpu().contiguous()
+        return out
+
+    def _check_unfused(self, plain: dict[str, torch.Tensor]) -> None:
+        """Refuse linears the Hub format fuses into one tensor (lara-mini's `linear_attn.in_proj`).
+
+        transformers splits such a tensor back into its linears before compressed-tensors
+        dequantizes it, so the packed codes would be cut apart on load.
+        """
+        if len(revert_names(self.model, plain)) == len(plain):
+            return
+        names: dict[str, list[str]] = {}
+        for key, code in plain.items():
+            for name in revert_names(self.model, {key: code}):
+                names.setdefault(name, []).append(key)
+        fused = next((name for name, keys in names.items() if len(keys) > 1), None)
+        if fused is not None:
+            raise UsageError(
+                f"{fused.removesuffix('.weight')} fuses several quantized linears in the Hub format; transformers "
+                "splits it before compressed-tensors dequantizes it, so this family is quantized in memory but not exported"
+            )
+
     def tensors(self) -> tuple[dict[str, torch.Tensor], list[str]]:
         """(Hub name → tensor, Hub module names of the dense routing linears)."""
         codes, scales, dense, routing = {}, {}, {}, {}
         unpacked: dict[str, QuantizedWeight] = {}
+        plain: set[str] = set()
         for key, tensor in self.state.items():
             pieces = self._pieces(tensor)
             if not pieces:
@@ -110,10 +184,13 @@ class _LayerExport:
             for _, target, _ in pieces:
                 if target.address not in unpacked:
                     unpacked[target.address] = self.result.weights[target.address].unpacked()
+            if not any(t.is_experts for _, t, _ in pieces):
+                plain.add(key)
             rows = tensor.shape[:-1]
             codes[key] = torch.cat([unpacked[t.address].codes[m] for _, t, m in pieces]).reshape(*rows, -1)
             scale = torch.cat([unpacked[t.address].scale[m] for _, t, m in pieces]).reshape(*rows, -1)
             scales[key] = stored_scale(scale, tensor.dtype, key)
+        self._check_unfused({key: codes[key] for key in sorted(plain)})
         out: dict[str, torch.Tensor] = {}
         hub_scales = revert_names(self.model, scales)
         for name, code in revert_names(self.model, codes).items():
@@ -128,6 +205,8 @@ class _LayerExport:
             out[f"{module}.weight_shape"] = torch.tensor(code.shape, dtype=torch.int64)
         hub_routing = revert_names(self.model, routing)
         out.update(revert_names(self.model, dense))
+        if self.split:
+            out.update(self._split_tensors())
         out.update(hub_routing)
         return out, sorted(name.removesuffix(".weight") for name in hub_routing if name.endswith(".weight"))
 
@@ -214,6 +293,7 @@ class CheckpointWriter:
         self.shards = ShardWriter(directory, len(self.prefixes) + 1)
         self.ignore = ["lm_head"]
         self.grid: tuple[int, int, str] | None = None
+        self.splits: list[ExpertSplit] = []
 
     @torch.no_grad()
     def write_layer(self, layer: DecoderLayer, result: QuantResult) -> None:
@@ -224,8 +304,11 @@ class CheckpointWriter:
             raise UsageError(f"a checkpoint holds one grid; layer {layer.index} uses {grid}, earlier layers {self.grid}")
         self.grid = grid
         state = layer_state(layer.module, prefix)
-        tensors, routing = _LayerExport(self.model, prefix, state, LayerTargets.of(layer, True), result, grid[0]).tensors()
+        export = _LayerExport(self.model, prefix, state, LayerTargets.of(layer, True), result, grid[0])
+        tensors, routing = export.tensors()
         self.ignore.extend(routing)
+        if export.split and export.split not in self.splits:
+            self.splits.append(export.split)
         self.shards.write(layer.index + 2, tensors)
 
     @torch.no_grad()
@@ -247,6 +330,7 @@ class CheckpointWriter:
             "grid": {"bits": bits, "groupsize": groupsize, "sym": True, "scale_dtype": scale_dtype},
             "servable": servability(bits),
             "tied": tied,
+            "expert_splits": [split.to_dict() for split in self.splits],
             "summary": result.summary(),
         }
         save_config(self.model, self.directory, tokenizer)
@@ -338,7 +422,9 @@ def load_quantized(
     meta = read_metadata(root)
     read_index(root)
     remote = bool(meta.get("trust_remote_code", False)) if trust_remote_code is None else trust_remote_code
-    with warnings.catch_warnings():
+    splits = [ExpertSplit(**split) for split in meta.get("expert_splits", [])]
+    model_type = str(json.loads((root / "config.json").read_text(encoding="utf-8")).get("model_type"))
+    with warnings.catch_warnings(), split_experts_conversions(model_type, splits):
         warnings.filterwarnings("ignore", message="You passed `quantization_config`")
         model, info = AutoModelForCausalLM.from_pretrained(
             str(root),

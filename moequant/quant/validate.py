@@ -21,9 +21,8 @@ from moequant.errors import UsageError
 from moequant.models import adapt
 from moequant.models.base import FusedExperts
 from moequant.models.config import load_config
-from moequant.quant.checkpoint import QUANTIZED_MARKER
-from moequant.models.shards import revert_names
-from moequant.quant.checkpoint import QUANTIZED_SUFFIXES, read_index
+from moequant.models.shards import ExpertSplit, revert_names, split_experts_conversions
+from moequant.quant.checkpoint import QUANTIZED_MARKER, QUANTIZED_SUFFIXES, expert_split, read_index
 from moequant.quant.grid import pack, unpack
 
 PROBE_TOKENS = 8
@@ -81,7 +80,10 @@ def expected_layout(model: nn.Module) -> Layout:
         if id(tensor) not in seen:
             seen.add(id(tensor))
             names[id(tensor)] = name
-    quantized, routing = set(), set()
+    quantized, routing, split = set(), set(), set()
+    per_expert: dict[str, tuple[int, ...]] = {}
+    per_expert_bias: dict[str, tuple[int, ...]] = {}
+    prefixes = adapter.layer_prefixes()
     for layer in adapter.layers:
         mlp = layer.mlp
         if layer.is_moe:
@@ -89,14 +91,26 @@ def expected_layout(model: nn.Module) -> Layout:
             routing |= {names[id(mlp.shared_gate.weight)]} if mlp.shared_gate is not None else set()
         quantized |= {names[id(linear.weight)] for linear in layer.named_linears().values()} - routing
         if layer.is_moe and isinstance(mlp.experts, FusedExperts):
-            quantized |= {names[id(p)] for p in mlp.experts.parameters()}
+            bank = mlp.experts
+            written = expert_split(model, layer, prefixes[layer.index])
+            if written is None:
+                quantized |= {names[id(p)] for p in bank.parameters()}
+                continue
+            stem = f"{prefixes[layer.index]}.{written.experts}"
+            split |= {name for name in names.values() if name.startswith(f"{stem}.") and "." not in name[len(stem) + 1:]}
+            for proj in ("gate", "up", "down"):
+                weights, bias = bank.weights(proj), bank.bias(proj)
+                for expert in range(bank.num_experts):
+                    per_expert[f"{stem}.{expert}.{proj}_proj"] = tuple(weights.shape[1:])
+                    if bias is not None:
+                        per_expert_bias[f"{stem}.{expert}.{proj}_proj.bias"] = tuple(bias.shape[1:])
     kept = {name: state[name].detach() for name in names.values()}
-    dense = {k: v for k, v in kept.items() if k not in quantized and k not in routing}
+    dense = {k: v for k, v in kept.items() if k not in quantized | routing | split}
     as_hub = revert_names(model, {k: kept[k] for k in quantized})
     return Layout(
-        quantized={name.removesuffix(".weight"): tuple(t.shape) for name, t in as_hub.items()},
+        quantized={**{name.removesuffix(".weight"): tuple(t.shape) for name, t in as_hub.items()}, **per_expert},
         routing=_shapes(revert_names(model, {k: kept[k] for k in routing})),
-        dense=_shapes(revert_names(model, dense)),
+        dense={**_shapes(revert_names(model, dense)), **per_expert_bias},
         layers=len(adapter.layers),
     )
 
@@ -167,13 +181,14 @@ def _check_quantized(tensors: _Tensors, module: str, shape: tuple[int, ...], gri
     return str(scale.dtype).removeprefix("torch.")
 
 
-def _check_loads(root: Path, trust_remote_code: bool, vocab: int) -> None:
+def _check_loads(root: Path, trust_remote_code: bool, vocab: int, model_type: str, splits: list[ExpertSplit]) -> None:
     from transformers import AutoModelForCausalLM
 
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            str(root), trust_remote_code=trust_remote_code, output_loading_info=True
-        )
+        with split_experts_conversions(model_type, splits):
+            model, info = AutoModelForCausalLM.from_pretrained(
+                str(root), trust_remote_code=trust_remote_code, output_loading_info=True
+            )
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         raise UsageError(f"stock transformers cannot load {str(root)!r}: {str(err).strip().splitlines()[0]}") from None
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
@@ -193,9 +208,10 @@ def validate_checkpoint(spec: str | Path, trust_remote_code: bool | None = None,
     root = Path(spec).expanduser()
     if not (root / "config.json").is_file():
         raise UsageError(f"{str(root / 'config.json')!r} does not exist; not a checkpoint directory")
+    marker = root / QUANTIZED_MARKER
+    meta = json.loads(marker.read_text()) if marker.is_file() else {}
     if trust_remote_code is None:
-        marker = root / QUANTIZED_MARKER
-        trust_remote_code = marker.is_file() and bool(json.loads(marker.read_text()).get("trust_remote_code"))
+        trust_remote_code = bool(meta.get("trust_remote_code"))
     config = load_config(str(root), trust_remote_code=trust_remote_code)
     grid = read_grid(config)
     tensors = _Tensors(root, read_index(root))
@@ -220,7 +236,8 @@ def validate_checkpoint(spec: str | Path, trust_remote_code: bool | None = None,
     if extra:
         raise UsageError(f"{extra[0]}: not a tensor of the model the config describes")
     if load:
-        _check_loads(root, trust_remote_code, int(config.vocab_size))
+        splits = [ExpertSplit(**split) for split in meta.get("expert_splits", [])]
+        _check_loads(root, trust_remote_code, int(config.vocab_size), str(config.model_type), splits)
     return Coverage(
         layers=layout.layers,
         quantized=len(layout.quantized),

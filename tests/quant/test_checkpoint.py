@@ -214,3 +214,24 @@ def test_a_tensor_missing_from_its_shard_fails_naming_it(mixtral_checkpoint):
     save_file(tensors, str(shard))
     with pytest.raises(UsageError, match=f"lacks '{name}'"):
         load_model(str(mixtral_checkpoint))
+
+
+def test_a_bank_the_hub_keeps_fused_is_written_one_linear_per_expert_and_fused_back_on_load(tmp_path, tokenizer):
+    """gpt-oss stores gate_up_proj [E, H, 2I] with gate and up interleaved, biased: per-expert linears on disk."""
+    from moequant.models.synthetic import tiny_any_model
+
+    model = tiny_any_model("gpt_oss")
+    probe = torch.randint(3, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(5))
+    calib = torch.randint(3, model.config.vocab_size, (4, 16), generator=torch.Generator().manual_seed(0))
+    result = get("rtn").quantize(model, calib, configure("rtn", wbits=4, device="cpu"))
+    out = save_quantized(tmp_path / "ckpt", model, result, {"method": "rtn"}, tokenizer)
+    names = set(json.loads((out / INDEX_FILE).read_text())["weight_map"])
+    experts = model.config.num_local_experts
+    for proj in ("gate", "up", "down"):
+        assert {f"model.layers.0.mlp.experts.{e}.{proj}_proj.{s}" for e in range(experts) for s in ("weight_packed", "bias")} <= names
+    assert not any(name.endswith(("gate_up_proj", "experts.down_proj")) for name in names)
+    meta = json.loads((out / "quantization.json").read_text())
+    assert meta["expert_splits"] == [{"experts": "mlp.experts", "transposed": True, "interleaved": True, "bias": True}]
+    with torch.no_grad():
+        assert torch.equal(load_quantized(out)(probe).logits, model(probe).logits)
+    assert validate_checkpoint(out)
