@@ -207,7 +207,8 @@ def _run(check: Callable[[], None]) -> Outcome:
         return Outcome("failed", str(err))
     except Exception as err:  # noqa: BLE001 — the table records any failure instead of stopping the survey
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        return Outcome("failed", f"{type(err).__name__}: {first[:160]}")
+        cause = str(err.__cause__).strip().splitlines()[0] if err.__cause__ and str(err.__cause__).strip() else ""
+        return Outcome("failed", f"{type(err).__name__}: {first[:160]}" + (f" ({cause[:120]})" if cause else ""))
     return Outcome("pass")
 
 

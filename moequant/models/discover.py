@@ -10,6 +10,8 @@ unquantized or rotated approximately. `families.py` keeps only what structure ca
 
 from __future__ import annotations
 
+import inspect
+
 from torch import nn
 
 from moequant.models.base import (
@@ -96,6 +98,10 @@ def _top_k(router: nn.Module, block: nn.Module, config: object) -> int:
 def moe_block(block: nn.Module, hidden: int, where: str, config: object) -> MoEBlock:
     bank = expert_bank(block.experts)
     router_name, router_module, router_weight = _router_module(block, bank.num_experts, hidden)
+    if "input_ids" in inspect.signature(router_module.forward).parameters:
+        # DeepSeek-V4's first layers route by a token-id table, not by the hidden state: AGQ's
+        # coefficients, σ and EBSS all need a router the hidden state alone drives
+        raise Unsupported(f"{where}: the router {type(router_module).__name__} routes by token id (hash routing)")
     shared, shared_gate, known = [], None, {"experts", router_name}
     for name, child in block.named_children():
         if name in known or not any(True for _ in child.parameters()):

@@ -133,6 +133,21 @@ _TINY_ANY: dict[str, Any] = dict(
 """Small values for the size fields MoE configs share; each is applied only where the family's
 config has that field, so one table shrinks every family."""
 
+_TINY_QUIRKS: dict[str, dict[str, Any]] = {
+    "bailing_hybrid": dict(n_group=1, topk_group=1, num_experts_per_token=2),
+    "deepseek_v32": dict(num_key_value_heads=4),
+    "glm_moe_dsa": dict(num_key_value_heads=4),
+    "dots3_note": dict(num_key_value_heads=4),
+    "dots3_note_text": dict(num_key_value_heads=4),
+    "granitemoehybrid": dict(mamba_n_heads=8, mamba_d_head=8, mamba_d_state=16, mamba_chunk_size=16),
+    "lfm2_moe": dict(layer_types=["conv", "full_attention", "conv"], num_dense_layers=1),
+    "qwen4_exp": dict(indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=8, indexer_budget=8, indexer_compress_ratio=4),
+    "qwen4_exp_text": dict(indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=8, indexer_budget=8, indexer_compress_ratio=4),
+    "zaya": dict(num_experts_per_tok=1),
+}
+"""What a family's validators demand of a small config beyond the shared fields (its defaults
+are sized for the real model: head counts that must match, indexer sizes left unset)."""
+
 _MAX_TINY_PARAMETERS = 4_000_000
 
 
@@ -162,9 +177,22 @@ def tiny_any_config(model_type: str):
     for key, value in fields.items():
         if isinstance(value, list) and len(value) == depth and key not in values and key != "layer_types":
             values[key] = None
-    if text_name:
-        return AutoConfig.for_model(model_type, **{text_name: {**target.to_dict(), **values}})
-    return AutoConfig.for_model(model_type, **values)
+    values.update(_TINY_QUIRKS.get(model_type, {}))
+    merged = {**target.to_dict(), **values}
+    per_layer = merged.get("per_layer_config")
+    if isinstance(per_layer, dict):  # overrides keyed by layer index ("05" in to_dict), cut to the tiny depth
+        depth = merged.get("num_hidden_layers", 3)
+        values["per_layer_config"] = {k: v for k, v in per_layer.items() if int(k) < depth}
+    from huggingface_hub.errors import StrictDataclassError
+
+    try:
+        if text_name:
+            return AutoConfig.for_model(model_type, **{text_name: {**merged, **values}})
+        return AutoConfig.for_model(model_type, **values)
+    except (ValueError, StrictDataclassError) as err:  # the family's own validators
+        cause = err.__cause__ or err
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise UsageError(f"{model_type}: no small config passes the family's own checks ({reason}); not verified here") from None
 
 
 def check_tiny_size(config: Any) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from moequant.errors import UsageError
 from moequant.memory import MemoryPlan, module_bytes
 from moequant.models import DecoderLayer, ModelAdapter, adapt
 from moequant.progress import each, say
@@ -79,7 +80,10 @@ class LayerContext:
                     handle.remove()
             missing = sorted(set(modules) - set(seen))
             if missing:
-                raise RuntimeError(f"{self.where(', '.join(missing))}: never called in the layer's forward")
+                raise UsageError(
+                    f"{self.where(', '.join(missing))}: the layer's forward uses its weight without calling the module "
+                    "(a fused kernel path), so GPTQ cannot see its inputs; quantize this family with RTN"
+                )
             yield seen
 
     @torch.no_grad()
