@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -71,13 +72,13 @@ class _Decoder:
     """One-token cached forwards of a fixed set of rows, returning log-probs and routing counts."""
 
     def __init__(self, adapter: ModelAdapter, rows: int) -> None:
-        from transformers import DynamicCache
-
         self.adapter = adapter
         self.rows = rows
         self.device = model_device(adapter)
         self.indices = [layer.index for layer in adapter.moe_layers]
-        self.cache = DynamicCache(config=adapter.model.config)
+        # None on the first step: the model builds the cache it needs (hybrid Mamba and
+        # linear-attention families have their own classes, which refuse a plain DynamicCache)
+        self.cache: Any = None
         # transformers renamed `past_key_values` to `cache` (the old name is deprecated);
         # remote-code models keep whichever their own forward declares.
         declared = inspect.signature(adapter.model.forward).parameters

@@ -137,6 +137,7 @@ _TINY_QUIRKS: dict[str, dict[str, Any]] = {
     "bailing_hybrid": dict(n_group=1, topk_group=1, num_experts_per_token=2),
     "deepseek_v32": dict(num_key_value_heads=4),
     "glm_moe_dsa": dict(num_key_value_heads=4),
+    "jamba": dict(attn_layer_offset=1, attn_layer_period=2, expert_layer_offset=0, expert_layer_period=1),
     "dots3_note": dict(num_key_value_heads=4),
     "dots3_note_text": dict(num_key_value_heads=4),
     "granitemoehybrid": dict(mamba_n_heads=8, mamba_d_head=8, mamba_d_state=16, mamba_chunk_size=16),
