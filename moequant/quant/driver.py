@@ -72,7 +72,7 @@ class LayerContext:
 
                 handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
             try:
-                self.layer.module(hidden, **kwargs)
+                self.forward(hidden, kwargs)
             except _Stop:
                 pass
             finally:
@@ -86,11 +86,28 @@ class LayerContext:
                 )
             yield seen
 
+    def forward(self, hidden: torch.Tensor, kwargs: dict[str, Any]) -> Any:
+        """The layer's own forward on one captured input; a layer that cannot run alone is refused.
+
+        Layers that read state an earlier layer leaves behind (hy-v4's shared DSA indices)
+        fail here, since a layer-by-layer pass hands each layer only its captured inputs.
+        """
+        try:
+            return self.layer.module(hidden, **kwargs)
+        except UsageError:
+            raise
+        except ValueError as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UsageError(
+                f"layer {self.layer.index}: its forward does not run on its captured inputs alone ({reason}); "
+                "a layer-by-layer pass cannot quantize this family with GPTQ, use RTN"
+            ) from None
+
     @torch.no_grad()
     def outputs(self) -> list[torch.Tensor]:
         outs = []
         for hidden, kwargs in zip(self.inputs, self.kwargs):
-            out = self.layer.module(hidden, **kwargs)
+            out = self.forward(hidden, kwargs)
             out = out[0] if isinstance(out, tuple) else out
             check_finite_activations(out, self.where("output"))
             outs.append(out)
