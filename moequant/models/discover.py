@@ -147,8 +147,15 @@ def _value_source(attn: nn.Module, writer: nn.Linear | None) -> tuple[nn.Linear 
     return value, rows
 
 
-def attention(attn: nn.Module, known: bool = True) -> Attention:
-    """The token mixer's linears by role; an unknown mixer (`known=False`) has only `other` ones."""
+def attention(attn: nn.Module, hidden: int, known: bool = True) -> Attention:
+    """The token mixer's linears by role; an unknown mixer (`known=False`) has no named ones.
+
+    A linear without a known name takes its role from its shape: one that reads the hidden
+    width and writes another reads the normed stream (linear-attention and Mamba input
+    projections, output gates, sparse-attention indexer keys), one that writes the hidden
+    width from another is a writer; one that does neither, or both, stays of unknown role.
+    The float64 rotation check of every family (moequant/coverage.py) is what vouches for it.
+    """
 
     def pick(names: tuple[str, ...]) -> dict[str, nn.Linear]:
         return {n: getattr(attn, n) for n in names if known and isinstance(getattr(attn, n, None), nn.Linear)}
@@ -156,15 +163,22 @@ def attention(attn: nn.Module, known: bool = True) -> Attention:
     readers, writers, inner = pick(_ATTENTION_READERS), pick(_ATTENTION_WRITERS), pick(_ATTENTION_INNER)
     value, rows = _value_source(attn, writers.get("o_proj"))
     seen = {id(m) for group in (readers, writers, inner) for m in group.values()}
-    other = {n: m for n, m in attn.named_modules() if isinstance(m, nn.Linear) and id(m) not in seen}
+    other = {}
+    for name, module in attn.named_modules():
+        if not isinstance(module, nn.Linear) or id(module) in seen:
+            continue
+        reads, writes = module.in_features == hidden, module.out_features == hidden
+        group = readers if reads and not writes else writers if writes and not reads else other
+        group[name] = module
     return Attention(attn, readers, writers, inner, value, rows, other)
 
 
-def _fold_blockers(module: nn.Module, attn_name: str, mlp_name: str) -> list[str]:
+def _fold_blockers(module: nn.Module, attn_name: str, mlp_name: str, mixer: Attention, hidden: int) -> list[str]:
     """Parts of a layer that break 'norm → readers, writers → residual' (rotation would not be exact)."""
     blockers = [f"no {name}" for name in _LAYER_NORMS if not isinstance(getattr(module, name, None), nn.Module)]
-    mixer = getattr(module, attn_name)
-    other = [n for n, m in mixer.named_modules() if isinstance(m, nn.Linear) and n not in (*_ATTENTION_READERS, *_ATTENTION_WRITERS, *_ATTENTION_INNER)]
+    # inner linears of unknown role (neither width is the hidden one) never see the rotated
+    # stream; one with the hidden width on both sides could be a reader or a writer
+    other = [n for n, m in mixer.other.items() if hidden in (m.in_features, m.out_features)]
     if other:
         blockers.append(f"{attn_name} linears of unknown role ({', '.join(other)})")
     for name, child in module.named_children():
@@ -191,15 +205,16 @@ def decoder_layer(index: int, module: nn.Module, hidden: int, config: object) ->
         known = True
     child = getattr(module, mlp_name)
     mlp = moe_block(child, hidden, where, config) if hasattr(child, "experts") else dense_mlp(child)
+    mixer = attention(getattr(module, attn_name), hidden, known)
     layer = DecoderLayer(
         index=index,
         module=module,
         input_norm=getattr(module, _LAYER_NORMS[0], None),
         post_attention_norm=getattr(module, _LAYER_NORMS[1], None),
-        attention=attention(getattr(module, attn_name), known),
+        attention=mixer,
         mlp=mlp,
         mlp_name=mlp_name,
-        fold_blockers=_fold_blockers(module, attn_name, mlp_name),
+        fold_blockers=_fold_blockers(module, attn_name, mlp_name, mixer, hidden),
     )
     _check_every_linear_known(layer, where)
     return layer

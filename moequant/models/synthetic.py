@@ -129,6 +129,8 @@ _TINY_ANY: dict[str, Any] = dict(
     qk_nope_head_dim=4,
     v_head_dim=8,
     sliding_window=16,
+    linear_num_key_heads=2,
+    linear_num_value_heads=4,
 )
 """Small values for the size fields MoE configs share; each is applied only where the family's
 config has that field, so one table shrinks every family."""

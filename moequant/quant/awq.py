@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from moequant.models import PROJECTIONS, DenseMLP, MoEBlock, adapt
+from moequant.models.norms import gain_offset
 from moequant.quant.awq_search import (
     AWQConfig,
     clip_and_quantize,
@@ -82,10 +83,14 @@ def _ffn(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tens
 
 
 def _fold_into_norm(norm: nn.Module, s: torch.Tensor) -> None:
-    """norm(x)/s: the norm's elementwise weight (and bias, if any) divided by s."""
+    """norm(x)/s: the norm's gain (and bias, if any) divided by s; a (1 + weight) gain keeps its form."""
     weight = getattr(norm, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.shape != s.shape:
         raise NotImplementedError(f"{type(norm).__name__} has no per-channel weight to fold AWQ scales into")
+    offset = gain_offset(norm, weight.shape[0])[0] if set(dict(norm.named_parameters())) == {"weight"} else 0.0
+    if offset:
+        weight.data.copy_(((offset + weight.data.double()) / s.double() - offset).to(weight.dtype))
+        return
     weight.data.div_(s.to(weight.dtype))
     bias = getattr(norm, "bias", None)
     if isinstance(bias, torch.Tensor):

@@ -1,7 +1,8 @@
 """Folding RMSNorm weights into the linears that read them, so the norms become rotation-invariant.
 
-RMSNorm(xQ) = RMSNorm(x)·Q only when the norm has no per-channel weight, no bias and no
-mean subtraction; after folding, every residual-stream norm is a bare RMS normalisation.
+RMSNorm(xQ) = RMSNorm(x)·Q only when the norm has no per-channel gain, no bias and no
+mean subtraction; after folding, every residual-stream norm is a bare RMS normalisation
+(gain 1: weight 1, or weight 0 for the (1 + weight) form).
 Norms inside attention (q/k norms, MLA's q_a/kv_a norms) read projections, not the residual
 stream, and are deliberately left alone.
 """
@@ -15,8 +16,7 @@ from torch import nn
 
 from moequant.errors import UsageError
 from moequant.models import DecoderLayer, DenseMLP, ModelAdapter
-
-_PROBE_SEED = 1234
+from moequant.models.norms import gain_offset
 
 
 @dataclass
@@ -67,26 +67,20 @@ def _reject(norm: nn.Module, where: str, why: str) -> UsageError:
     )
 
 
-@torch.no_grad()
-def check_rms_norm(norm: nn.Module, where: str, hidden_size: int) -> None:
-    """Raise a one-line UsageError unless `norm` computes weight ⊙ x / rms(x).
+def check_rms_norm(norm: nn.Module, where: str, hidden_size: int) -> float:
+    """The norm's gain offset (`models.norms.gain_offset`); a one-line UsageError for any other norm.
 
-    The check is behavioural (a probe with a large mean offset), so LayerNorm, biased norms
-    and (1 + weight)-style norms are all caught whatever their class is called.
+    The check is behavioural, so LayerNorm and biased norms are caught whatever their class is called.
     """
     params = dict(norm.named_parameters())
     weight = params.get("weight")
     if set(params) != {"weight"} or weight is None or tuple(weight.shape) != (hidden_size,):
         names = ", ".join(sorted(params)) or "none"
         raise _reject(norm, where, f"has parameters [{names}]")
-    generator = torch.Generator().manual_seed(_PROBE_SEED)
-    probe = (torch.randn(4, hidden_size, generator=generator, dtype=torch.float64) + 1.0) * 10.0
-    out = norm(probe.to(device=weight.device, dtype=weight.dtype)).double().cpu()
-    expected = weight.detach().double().cpu() * probe / probe.pow(2).mean(-1, keepdim=True).sqrt()
-    tolerance = 1e-4 if weight.dtype in (torch.float32, torch.float64) else 3e-2
-    error = ((out - expected).abs().max() / expected.abs().max()).item()
-    if not error <= tolerance:
-        raise _reject(norm, where, f"does not compute weight * x / rms(x) (relative deviation {error:.2g})")
+    offset, error = gain_offset(norm, hidden_size)
+    if offset is None:
+        raise _reject(norm, where, f"computes neither weight * x / rms(x) nor (1 + weight) * x / rms(x) (relative deviation {error:.2g})")
+    return offset
 
 
 def check_norms(adapter: ModelAdapter) -> None:

@@ -20,7 +20,14 @@ from moequant.errors import UsageError
 from moequant.models import DecoderLayer, DenseMLP, ModelAdapter, adapt
 from moequant.rotation.config import RotationConfig
 from moequant.progress import each
-from moequant.rotation.fuse import NormReaders, check_layer_norms, check_norms, final_norm_readers, layer_norm_readers
+from moequant.rotation.fuse import (
+    NormReaders,
+    check_layer_norms,
+    check_norms,
+    check_rms_norm,
+    final_norm_readers,
+    layer_norm_readers,
+)
 from moequant.rotation.hadamard import plan, random_signs
 from moequant.rotation.online import down_projections, fold_online_hadamard, install_online_hadamard
 from moequant.rotation.transform import TORCH, hadamard_transform, transform_rows
@@ -69,15 +76,16 @@ class ResidualRotation:
         transform_rows(weight, self.right)
 
     def fold_and_rotate(self, group: NormReaders) -> int:
-        """W·diag(g)·Q for every reader of one norm in a single float64 pass, then g ← 1.
+        """W·diag(g)·Q for every reader of one norm in a single float64 pass, then gain g ← 1.
 
         One pass means one rounding: a bf16 or fp16 weight is written back once, not once
         for the fold and again for the rotation. Returns the number of readers rotated.
         """
-        scale = group.norm.weight.data.double()
+        offset = check_rms_norm(group.norm, group.where, group.norm.weight.shape[0])
+        scale = offset + group.norm.weight.data.double()
         for weight in group.readers:
             transform_rows(weight, lambda rows: self.right(rows * scale.to(rows.device)))
-        group.norm.weight.data.fill_(1.0)
+        group.norm.weight.data.fill_(1.0 - offset)
         return len(group.readers)
 
     def rotate_writer(self, linear: nn.Linear | torch.Tensor) -> None:

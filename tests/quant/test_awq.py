@@ -187,3 +187,19 @@ def test_cli_writes_an_awq_checkpoint(tmp_path, model_dir, tokenizer, capsys):
     assert (meta["config"]["awq_n_grid"], meta["config"]["awq_clip_tokens"], meta["config"]["awq_alpha"]) == (5, 64, None)
     with torch.no_grad():
         assert torch.isfinite(load_model(str(out))(torch.tensor([[5, 6, 7]])).logits).all()
+
+
+def test_scales_fold_into_a_one_plus_weight_norm_in_its_own_form() -> None:
+    """Qwen3-Next stores its norm gain minus one: dividing the weight by s would not divide the gain."""
+    from transformers.models.qwen3_next.modeling_qwen3_next import Qwen3NextRMSNorm
+
+    from moequant.quant.awq import _fold_into_norm
+
+    norm = Qwen3NextRMSNorm(16).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(-0.5, 0.5, 16, dtype=torch.float64))
+        x = torch.randn(3, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        s = torch.linspace(0.5, 2.0, 16, dtype=torch.float64)
+        expected = norm(x) / s
+        _fold_into_norm(norm, s)
+        assert torch.allclose(norm(x), expected, rtol=1e-5, atol=1e-6)  # the norm computes in float32

@@ -165,23 +165,39 @@ def test_non_rms_norm_is_rejected_before_any_change() -> None:
 
 
 class _OnePlusWeightNorm(nn.Module):
-    """Gemma-style (1 + weight) scaling: parameter layout of RMSNorm, different function."""
+    """Gemma-style (1 + weight) gain: parameter layout of RMSNorm, gain stored minus one."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, power: int = 1) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.full((size,), 0.5))
+        self.power = power
+        self.weight = nn.Parameter(torch.linspace(-0.4, 0.6, size, dtype=torch.float64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (1 + self.weight) * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return (1 + self.weight) ** self.power * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+def _with_final_norm(norm: nn.Module) -> nn.Module:
+    model = tiny_model("olmoe", seed=1, dtype=torch.float64)
+    model.set_experts_implementation("eager")  # the grouped kernels take no float64
+    parent = model.model
+    name = next(n for n, child in parent.named_children() if child is adapt(model).final_norm)
+    setattr(parent, name, norm)
+    return model
+
+
+def test_a_one_plus_weight_norm_is_folded_exactly(input_ids: torch.Tensor) -> None:
+    model = norms_in_input_dtype(_with_final_norm(_OnePlusWeightNorm(32)))
+    with torch.no_grad():
+        before = model(input_ids=input_ids, use_cache=False).logits
+        rotate_model(model)
+        after = model(input_ids=input_ids, use_cache=False).logits
+    assert _rel_err(after, before) <= 1e-9
+    assert torch.equal(adapt(model).final_norm.weight, torch.zeros(32, dtype=torch.float64)), "gain 1 in its own form"
 
 
 def test_norm_with_rmsnorm_parameters_but_other_function_is_rejected() -> None:
-    model = tiny_model("olmoe", seed=1)
-    adapter = adapt(model)
-    parent = model.model
-    name = next(n for n, child in parent.named_children() if child is adapter.final_norm)
-    setattr(parent, name, _OnePlusWeightNorm(32))
-    with pytest.raises(UsageError, match="_OnePlusWeightNorm \\(final norm\\) does not compute"):
+    model = _with_final_norm(_OnePlusWeightNorm(32, power=2))
+    with pytest.raises(UsageError, match="_OnePlusWeightNorm \\(final norm\\) computes neither weight"):
         check_norms(adapt(model))
 
 
