@@ -13,7 +13,7 @@ QUANTIZE = ("rtn", "gptq", "agq")
 REQUIRED_QUANTIZING = ("qwen3_5_moe", "deepseek_v3", "glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe")
 KNOWN_FAILING = {"bailing_hybrid"}
 """Families that still fail a stage (README says why); any other failure is a regression."""
-REQUIRED_ROTATING = ("deepseek_v2", "deepseek_v3", "glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+REQUIRED_ROTATING = ("deepseek_v2", "deepseek_v3", "glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_5_moe", "qwen3_moe", "olmoe")
 
 
 @pytest.fixture(scope="module")
