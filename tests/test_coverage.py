@@ -13,7 +13,7 @@ QUANTIZE = ("rtn", "gptq", "agq")
 REQUIRED_QUANTIZING = ("qwen3_5_moe", "deepseek_v3", "glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe")
 KNOWN_FAILING = {"bailing_hybrid"}
 """Families that still fail a stage (README says why); any other failure is a regression."""
-REQUIRED_ROTATING = ("deepseek_v2", "deepseek_v3", "glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_5_moe", "qwen3_moe", "olmoe")
+REQUIRED_ROTATING = ("deepseek_v2", "deepseek_v3", "glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_5_moe", "qwen3_moe", "olmoe", "phimoe")
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +44,10 @@ def test_every_outcome_is_one_line_with_a_reason(reports):
             assert "\n" not in outcome.detail and (outcome.status == "pass") == (outcome.detail == "")
 
 
-def test_a_family_whose_norms_cannot_absorb_a_fold_is_refused_rotation():
+def test_a_layernorm_family_rotates_exactly():
+    """PhiMoE's norms subtract the mean and add a bias: rotation centres the stream first."""
     report = check_family("phimoe")
-    assert all(report.passed(s) for s in QUANTIZE)
-    assert report.outcomes["rotate"].status == "refused" and "LayerNorm" in report.outcomes["rotate"].detail
+    assert all(report.passed(s) for s in (*QUANTIZE, "rotate")), report.outcomes
 
 
 def test_a_linear_attention_family_takes_its_mixer_roles_from_shapes_and_rotates_exactly():

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from moequant.models import PROJECTIONS, DenseMLP, MoEBlock, adapt
-from moequant.models.norms import gain_offset
+from moequant.models.norms import norm_form
 from moequant.quant.awq_search import (
     AWQConfig,
     clip_and_quantize,
@@ -87,7 +87,8 @@ def _fold_into_norm(norm: nn.Module, s: torch.Tensor) -> None:
     weight = getattr(norm, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.shape != s.shape:
         raise NotImplementedError(f"{type(norm).__name__} has no per-channel weight to fold AWQ scales into")
-    offset = gain_offset(norm, weight.shape[0])[0] if set(dict(norm.named_parameters())) == {"weight"} else 0.0
+    form = norm_form(norm, weight.shape[0])[0]
+    offset = form.offset if form is not None else 0.0
     if offset:
         weight.data.copy_(((offset + weight.data.double()) / s.double() - offset).to(weight.dtype))
         return

@@ -7,7 +7,7 @@ from torch import nn
 from moequant.errors import UsageError
 from moequant.models import adapt
 from moequant.models.routing import capture_routing
-from moequant.models.synthetic import tiny_model
+from moequant.models.synthetic import tiny_any_model, tiny_model
 from moequant.rotation import RotationConfig, check_norms, expert_outlier_ratios, install_online_hadamard, rotate_model
 from moequant.rotation.fuse import norm_readers
 from moequant.rotation.online import fold_online_hadamard
@@ -151,7 +151,8 @@ def test_online_hadamard_keeps_the_function_only_with_its_runtime_half(
     assert torch.allclose(removed, broken)
 
 
-def test_non_rms_norm_is_rejected_before_any_change() -> None:
+def test_a_layernorm_among_rms_norms_is_rejected_before_any_change() -> None:
+    """Centring the stream for one LayerNorm would change what the RMS norms see: refused."""
     model = tiny_model("mixtral", seed=1)
     layer = adapt(model).layers[1]
     name = next(n for n, child in layer.module.named_children() if child is layer.post_attention_norm)
@@ -162,6 +163,47 @@ def test_non_rms_norm_is_rejected_before_any_change() -> None:
     message = str(err.value)
     assert "LayerNorm" in message and "layer 1 post-attention norm" in message and "\n" not in message
     assert all(torch.equal(p, snapshot[n]) for n, p in model.named_parameters())
+
+
+def _layernorms_in_float64(model: nn.Module) -> nn.Module:
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.double()
+    return model
+
+
+def test_a_layernorm_model_rotates_exactly_with_a_centred_stream(input_ids: torch.Tensor) -> None:
+    """PhiMoE: LayerNorms with bias. The stream is centred, Q keeps the ones direction, biases stay in the norms."""
+    model = _layernorms_in_float64(tiny_any_model("phimoe", seed=1, dtype=torch.float64))
+    model.set_experts_implementation("eager")
+    adapter = adapt(model)
+    assert all(bool(g.norm.bias.abs().min() > 0) for g in norm_readers(adapter)), "non-trivial biases"
+    before, routes_before = _run(model, input_ids)
+    report = rotate_model(model, RotationConfig(seed=4))
+    after, routes_after = _run(model, input_ids)
+    assert report["residual_centred"] is True
+    assert _rel_err(after, before) <= 1e-10
+    assert all(torch.equal(a, b) for a, b in zip(routes_before, routes_after))
+    assert adapter.embed_tokens.weight.mean(-1).abs().max() < 1e-12, "embeddings are mean-free"
+    for writer in residual_writers(adapter):
+        weight = writer.weight if isinstance(writer, nn.Linear) else writer
+        assert weight.mean(0).abs().max() < 1e-12, "every writer adds mean-free vectors"
+    q = ResidualRotation(adapter.embed_tokens.weight.shape[1], 4, centred=True).matrix()
+    ones = torch.ones(1, q.shape[0], dtype=torch.float64)
+    assert torch.allclose(q @ q.T, torch.eye(q.shape[0], dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(ones @ q, ones, atol=1e-12)
+    assert (q.abs().max() * q.shape[0] ** 0.5).item() < 3.0, "Q stays incoherent: no channel kept whole"
+    for group in norm_readers(adapter):
+        assert torch.equal(group.norm.weight, torch.ones_like(group.norm.weight))
+
+
+def test_a_layernorm_with_zero_gain_and_a_bias_is_refused() -> None:
+    model = tiny_any_model("phimoe", seed=1)
+    norm = adapt(model).final_norm
+    with torch.no_grad():
+        norm.weight[3] = 0.0
+    with pytest.raises(UsageError, match="final norm has gain 0 and a non-zero bias in channel 3"):
+        rotate_model(model)
 
 
 class _OnePlusWeightNorm(nn.Module):
@@ -197,7 +239,7 @@ def test_a_one_plus_weight_norm_is_folded_exactly(input_ids: torch.Tensor) -> No
 
 def test_norm_with_rmsnorm_parameters_but_other_function_is_rejected() -> None:
     model = _with_final_norm(_OnePlusWeightNorm(32, power=2))
-    with pytest.raises(UsageError, match="_OnePlusWeightNorm \\(final norm\\) computes neither weight"):
+    with pytest.raises(UsageError, match="_OnePlusWeightNorm \\(final norm\\) computes none of weight"):
         check_norms(adapt(model))
 
 
