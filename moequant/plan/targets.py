@@ -13,15 +13,17 @@ from typing import Any
 
 from moequant.plan.config import Config, is_fp, method_bits, plot_dataset, table_models
 from moequant.plan.layout import FP_BITS, PLOT_KINDS, SUMMARY_FILES, Layout
+from moequant.plan.seeds import SeedRuns
 
 Variant = tuple[str, str, int]
 """(model, method, bits) of one evaluated model."""
 
 
 class Targets:
-    def __init__(self, config: Config, layout: Layout) -> None:
+    def __init__(self, config: Config, layout: Layout, seeds: SeedRuns | None = None) -> None:
         self.config = config
         self.layout = layout
+        self.seeds = seeds or SeedRuns(config)
 
     def table_needs(self) -> dict[Variant, dict[str, Any]]:
         """Every evaluation the tables and plots read, with what they read: the perplexity
@@ -72,19 +74,26 @@ class Targets:
         return self.layout.table_outputs(list(self.config["tables"]), list(self.config["models"]))
 
     def report_spec(self) -> dict[str, Any]:
-        """What `moequant tables` needs to lay results out as the paper does."""
+        """What `moequant tables` needs to lay results out as the paper does.
+
+        A seeded config's tables name its methods as written; `seed_groups` says which runs
+        each stands for, and the written methods and sets are described beside their runs.
+        """
+        written = self.seeds.written or {"methods": {}, "calibration": {}, "tables": self.config["tables"]}
+        methods = {**written["methods"], **self.config["methods"]}
+        calibration = {**written["calibration"], **self.config["calibration"]}
         return {
             "models": {m: {"label": e.get("label", m)} for m, e in self.config["models"].items()},
             "methods": {
                 name: {
                     "label": entry.get("label", name),
                     "calibration": entry.get("calibration"),
-                    "bits": method_bits(self.config, name),
+                    "bits": method_bits({**self.config, "methods": methods}, name),
                     "rotation": bool(entry.get("rotation", False)),
                     "algorithm": entry.get("algorithm"),
                     "all_experts": bool(entry.get("options", {}).get("all_experts", False)),
                 }
-                for name, entry in self.config["methods"].items()
+                for name, entry in methods.items()
             },
             "calibration": {
                 name: {
@@ -92,10 +101,11 @@ class Targets:
                     "source": entry.get("source"),
                     **({"no_repeat_ngram": entry["no_repeat_ngram"]} if entry.get("no_repeat_ngram") else {}),
                 }
-                for name, entry in self.config["calibration"].items()
+                for name, entry in calibration.items()
             },
-            "tables": [{"name": name, **table} for name, table in self.config["tables"].items()],
+            "tables": [{"name": name, **table} for name, table in written["tables"].items()],
             "plots": {"ppl_dataset": plot_dataset(self.config)},
+            "seed_groups": {"methods": self.seeds.methods, "calibration": self.seeds.calibrations},
         }
 
 

@@ -18,6 +18,7 @@ from moequant.plan.config import Config, datasets, tasks
 from moequant.plan.inputs import Inputs
 from moequant.plan.layout import Layout
 from moequant.plan.resources import Resources
+from moequant.plan.seeds import expand_seeds
 from moequant.plan.targets import Targets
 
 
@@ -29,11 +30,13 @@ def alternatives(names: Iterable[str]) -> str:
 class Plan:
     def __init__(self, config: Config, results: str) -> None:
         check_references(config)
+        runs = expand_seeds(config)
+        config = runs.config
         self.config = config
         self.paths = Layout(results)
         self.inputs = Inputs(config, self.paths)
         self.args = Arguments(config, self.paths, self.inputs)
-        self.targets = Targets(config, self.paths)
+        self.targets = Targets(config, self.paths, runs)
         self.resources = Resources(config)
         self.models = list(config["models"])
         self.methods = list(config["methods"])

@@ -40,6 +40,22 @@ def long_results(spec: ReportSpec, layout: ResultsLayout) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def seed_means(results: pd.DataFrame, spec: ReportSpec) -> pd.DataFrame:
+    """`results` with each seeded method's and set's runs replaced by their mean: what the findings weigh."""
+    runs = {run: method for method, members in spec.seed_methods.items() for run in members}
+    copies = {copy: calib for calib, members in spec.seed_calibrations.items() for copy in members}
+    if not runs and not copies:
+        return results
+    frame = results.copy()
+    seeded = frame["method"].isin(list(runs))
+    frame.loc[seeded, "method"] = frame.loc[seeded, "method"].map(runs)
+    copied = (frame["metric"] == "sigma") & frame["dataset"].isin(list(copies))
+    frame.loc[copied, "dataset"] = frame.loc[copied, "dataset"].map(copies)
+    frame["label"] = [spec.methods[m].label if m in spec.methods else m for m in frame["method"]]
+    keys = ["model", "method", "label", "bits", "metric", "dataset"]
+    return frame.groupby(keys, dropna=False, sort=False, as_index=False)["value"].mean()
+
+
 def _measured(spec: ReportSpec, layout: ResultsLayout) -> dict[str, dict[str, Any]]:
     """Per model, what the testbed tells beside the verdicts: residual-stream outliers, expert count, per-document task scores."""
     baseline = baseline_calibration(spec)
@@ -85,7 +101,7 @@ def build_report(results: str | Path, out: str | Path, spec: ReportSpec) -> list
     _write_text(all_tables, "\n".join(sections))
     results_frame = long_results(spec, layout)
     _write_text(results_csv, results_frame.to_csv(index=False, float_format="%.6g"))
-    _write_text(findings, findings_markdown(spec, results_frame, _measured(spec, layout)))
+    _write_text(findings, findings_markdown(spec, seed_means(results_frame, spec), _measured(spec, layout)))
     written += [all_tables, results_csv, findings]
     for model in spec.models:
         bits_plot, usage_plot = (out / plot_file(kind, model) for kind in PLOT_KINDS)

@@ -60,6 +60,10 @@ class ReportSpec:
     calibration_sources: dict[str, str] = field(default_factory=dict)
     repetition_blocked: frozenset[str] = frozenset()
     """EBSS sets searched with a repetition block: a variant of the paper's EBSS, not the method itself."""
+    seed_methods: dict[str, list[str]] = field(default_factory=dict)
+    """A method as the config wrote it → its runs, one per calibration seed (`plan/seeds.py`)."""
+    seed_calibrations: dict[str, list[str]] = field(default_factory=dict)
+    """A calibration set as the config wrote it → its copies, one per seed."""
 
     def __post_init__(self) -> None:
         for table in self.tables:
@@ -134,6 +138,8 @@ def spec_from_dict(raw: dict[str, Any]) -> ReportSpec:
             repetition_blocked=frozenset(
                 name for name, entry in raw.get("calibration", {}).items() if (entry or {}).get("no_repeat_ngram")
             ),
+            seed_methods=dict((raw.get("seed_groups") or {}).get("methods", {})),
+            seed_calibrations=dict((raw.get("seed_groups") or {}).get("calibration", {})),
         )
     except (KeyError, TypeError, AttributeError) as err:
         raise UsageError(f"table spec is malformed: missing or wrong entry {err}") from None

@@ -133,3 +133,31 @@ def test_the_task_average_carries_the_errors_of_its_tasks(tmp_path):
     (fp,) = pd.read_csv(out / "t4.csv").to_dict("records")
     assert fp["AVG"] == 50.0 and fp["AVG ±"] == pytest.approx(2.5), "sqrt(3² + 4²) / 2"
     assert "| 50.00 ± 2.50 |" in (out / "t4.md").read_text()
+
+
+def test_a_seeded_method_is_one_row_of_means_with_the_spread_over_seeds(tmp_path):
+    root = tmp_path / "results"
+    for seed, (ppl, sigma) in enumerate([(11.0, 0.01), (12.0, 0.02), (13.0, 0.03)]):
+        _write(root / "m" / "eval" / f"mq.seed{seed}-w4" / "ppl-wiki.json", {"ppl": ppl, "kld": ppl / 100})
+        _write(root / "m" / "calib" / f"ebss.seed{seed}.summary.json", {"sigma": sigma})
+    _write(root / "m" / "eval" / "fp16-w16" / "ppl-wiki.json", {"ppl": 10.0})
+    runs = {f"mq.seed{s}": {"label": f"MoEQuant++ (seed {s})", "calibration": f"ebss.seed{s}", "bits": [4]} for s in range(3)}
+    spec = spec_from_dict(
+        {
+            "models": {"m": {"label": "Model-M"}},
+            "methods": {"fp16": {"label": "FP", "bits": [16]}, "mq": {"label": "MoEQuant++", "calibration": "ebss", "bits": [4]}, **runs},
+            "calibration": {"ebss": {"label": "EBSS", "source": "ebss"}, **{f"ebss.seed{s}": {"source": "ebss"} for s in range(3)}},
+            "tables": [{"name": "t", "title": "W4", "bits": 4, "methods": ["fp16", "mq"], "ppl": ["wiki"], "kl": ["wiki"], "sigma": True}],
+            "seed_groups": {"methods": {"mq": list(runs)}, "calibration": {"ebss": [f"ebss.seed{s}" for s in range(3)]}},
+        }
+    )
+    out = tmp_path / "tables"
+    build_report(root, out, spec)
+    fp, mq = pd.read_csv(out / "t.csv").to_dict("records")
+    assert fp["Method"] == "FP" and math.isnan(fp.get("wiki ±", math.nan))
+    assert mq["Method"] == "MoEQuant++, 3 seeds" and mq["Calib"] == "EBSS"
+    assert mq["wiki"] == pytest.approx(12.0) and mq["wiki ±"] == pytest.approx(1.0), "sample standard deviation"
+    assert mq["σ"] == pytest.approx(0.02) and mq["σ ±"] == pytest.approx(0.01)
+    assert "| MoEQuant++, 3 seeds | EBSS | 0.0200 ± 0.0100 |" in (out / "t.md").read_text()
+    findings = (out / "findings.md").read_text()
+    assert "means over 3 calibration seeds" in findings

@@ -56,6 +56,14 @@ def test_paper_config_plans_three_models_without_building_a_demo(workflow):
     assert jobs["rotate"] == 3
 
 
+def test_seeds_config_plans_each_calibrated_w3_method_once_per_seed(workflow):
+    root, env = workflow
+    jobs = planned_jobs(snakemake(root, env, "-n", "--configfile", "config/seeds.yaml"))
+    assert jobs["calibrate"] == 2 * 3 and jobs["rotate"] == 1 and jobs["build_demo"] == 1
+    assert jobs["quantize"] == 1 + 7 * 3  # RTN once, seven calibrated methods under three seeds
+    assert jobs["eval_ppl"] == 2 + 7 * 3
+
+
 def _evaluate_resources(result):
     """The distinct `resources:` lines of the planned evaluate jobs."""
     lines = [line for block in result.stdout.split("rule evaluate:")[1:] for line in block.splitlines()[:8]]
