@@ -11,8 +11,6 @@ from moequant.coverage import STAGES, check_family, moe_model_types
 
 QUANTIZE = ("rtn", "gptq", "agq")
 REQUIRED_QUANTIZING = ("qwen3_5_moe", "deepseek_v3", "glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe")
-KNOWN_FAILING = {"bailing_hybrid"}
-"""Families that still fail a stage (README says why); any other failure is a regression."""
 REQUIRED_ROTATING = ("deepseek_v2", "deepseek_v3", "glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_5_moe", "qwen3_moe", "olmoe", "phimoe")
 
 
@@ -32,7 +30,7 @@ def test_families_quantize_and_rotate_at_scale(reports):
     for model_type in REQUIRED_ROTATING:
         assert reports[model_type].passed("rotate"), reports[model_type].outcomes
     failing = {t for t, r in reports.items() if any(o.status == "failed" for o in r.outcomes.values())}
-    assert failing <= KNOWN_FAILING, {t: reports[t].outcomes for t in failing - KNOWN_FAILING}
+    assert not failing, {t: reports[t].outcomes for t in failing}
 
 
 @pytest.mark.slow

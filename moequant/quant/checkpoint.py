@@ -167,6 +167,23 @@ class _LayerExport:
                 "splits it before compressed-tensors dequantizes it, so this family is quantized in memory but not exported"
             )
 
+    def _check_dense_merges(self, dense: dict[str, torch.Tensor]) -> None:
+        """Refuse unquantized tensors the Hub format splits (bailing-hybrid's q/k/v `conv1d`).
+
+        transformers' compressed-tensors loader puts its dequantization in front of every
+        merge the model's conversions do, and that step finds no codes for an unquantized
+        tensor, so the merge gets nothing and the load fails.
+        """
+        for key, tensor in dense.items():
+            hub = revert_names(self.model, {key: tensor})
+            if len(hub) > 1:
+                parts = ", ".join(sorted(name.rsplit(".", 2)[-2] for name in hub))
+                raise UsageError(
+                    f"{key.removesuffix('.weight')} is {len(hub)} tensors in the Hub format ({parts}); transformers' "
+                    "compressed-tensors loader merges them through its dequantization, which drops unquantized "
+                    "tensors, so this family is quantized in memory but not exported"
+                )
+
     def tensors(self) -> tuple[dict[str, torch.Tensor], list[str]]:
         """(Hub name → tensor, Hub module names of the dense routing linears)."""
         codes, scales, dense, routing = {}, {}, {}, {}
@@ -204,6 +221,7 @@ class _LayerExport:
             out[f"{module}.weight_scale"] = hub_scales[name].contiguous()
             out[f"{module}.weight_shape"] = torch.tensor(code.shape, dtype=torch.int64)
         hub_routing = revert_names(self.model, routing)
+        self._check_dense_merges(dense)
         out.update(revert_names(self.model, dense))
         if self.split:
             out.update(self._split_tensors())

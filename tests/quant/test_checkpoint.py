@@ -130,6 +130,17 @@ def test_scales_wider_than_a_half_precision_model_are_refused(tmp_path, make_tin
         save_quantized(tmp_path / "ckpt", model, result, {})
 
 
+def test_unquantized_tensors_the_hub_splits_are_refused_before_writing(tmp_path):
+    """bailing-hybrid's conv1d is q/k/v_conv1d on the Hub; stock loading of the quantized checkpoint would fail."""
+    from moequant.models.synthetic import tiny_any_model
+
+    model = tiny_any_model("bailing_hybrid")
+    result = get("rtn").quantize(model, None, configure("rtn", wbits=4, device="cpu"))
+    with pytest.raises(UsageError, match=r"self_attn\.conv1d is 3 tensors in the Hub format \(k_conv1d, q_conv1d, v_conv1d\)"):
+        save_quantized(tmp_path / "ckpt", model, result, {})
+    assert not (tmp_path / "ckpt").exists()
+
+
 def _rewrite_shard(out, name, change):
     """Apply `change(tensors)` to the shard holding `name`, keeping the index in step."""
     index = json.loads((out / INDEX_FILE).read_text())
