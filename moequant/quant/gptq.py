@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from moequant.quant.grid import GridSpec, QuantizedWeight, fit_grid, to_codes
+from moequant.quant.grid import GridSpec, QuantizedWeight, fit_grid, symmetric_zero, to_codes
 
 CHOLESKY_ATTEMPTS = 6
 CHUNK_BUDGET_BYTES = 1 << 30
@@ -138,6 +138,8 @@ def _column_loop(
         scale_t, zero_t = scale_t.gather(1, index), zero_t.gather(1, index)
         column_group = list(range(cols))
     pivots = U.diagonal(dim1=-2, dim2=-1)
+    pivot_squares = pivots**2
+    offset = symmetric_zero(spec.wbits)
     codes = torch.empty_like(Wt)
     losses = torch.zeros(members, rows, dtype=Wt.dtype, device=Wt.device)
     Err1 = torch.empty(members, blocksize, rows, dtype=Wt.dtype, device=Wt.device)
@@ -155,11 +157,16 @@ def _column_loop(
             elif not dynamic_groups:
                 s_col, z_col = scale_t[:, column_group[col]], zero_t[:, column_group[col]]
             w = W1[:, i]
-            code = torch.div(w, s_col).round_().add_(z_col).clamp_(0, spec.maxq)
-            codes[:, col] = code
-            residual = w - code.sub_(z_col).mul_(s_col)
+            if spec.sym:  # zero point 2^(b-1) everywhere: clamp the signed level, add it once for the code
+                level = torch.div(w, s_col).round_().clamp_(-offset, spec.maxq - offset)
+                torch.add(level, offset, out=codes[:, col])
+                residual = w - level.mul_(s_col)
+            else:
+                code = torch.div(w, s_col).round_().add_(z_col).clamp_(0, spec.maxq)
+                codes[:, col] = code
+                residual = w - code.sub_(z_col).mul_(s_col)
             d = pivots[:, col, None]
-            losses += residual**2 / d**2 / 2
+            losses += residual**2 / pivot_squares[:, col, None] / 2
             err = torch.div(residual, d, out=Err1[:, i])
             rest = i2 - i1 - i - 1
             if rest:
