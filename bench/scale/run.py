@@ -39,9 +39,9 @@ from moequant.quant.registry import configure
 from moequant.runtime import resolve_device, resolve_dtype
 
 PHASES = ("rotate", "precision", "quant", "ebss", "ppl")
-CUDA_DEFAULTS = dict(scale=1, dtype="bfloat16", nsamples=128, seqlen=512, ebss_nsamples=128, ebss_seqlen=512,
+CUDA_DEFAULTS = dict(scale=1, dtype="bfloat16", nsamples=128, seqlen=512, ebss_nsamples=128, ebss_seqlen=512, ebss_batch=16,
                      ppl_windows=16, ppl_seqlen=2048, ppl_batch=4, rate_size=8192, bandwidth_bytes=1 << 31)
-CPU_DEFAULTS = dict(scale=8, dtype="float32", nsamples=32, seqlen=256, ebss_nsamples=8, ebss_seqlen=64,
+CPU_DEFAULTS = dict(scale=8, dtype="float32", nsamples=32, seqlen=256, ebss_nsamples=32, ebss_seqlen=64, ebss_batch=32,
                     ppl_windows=4, ppl_seqlen=256, ppl_batch=1, rate_size=1024, bandwidth_bytes=1 << 28)
 
 
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ebss-nsamples", type=int)
     parser.add_argument("--ebss-seqlen", type=int)
     parser.add_argument("--ebss-width", type=int, default=4)
-    parser.add_argument("--ebss-batch", type=int, default=16, help="samples per EBSS batch (the calibrate verb's default)")
+    parser.add_argument("--ebss-batch", type=int, help="samples per EBSS batch (CUDA default 16, the calibrate verb's; CPU 32: 128 rows per step)")
     parser.add_argument("--tau", type=float, default=1.2)
     parser.add_argument("--ppl-windows", type=int)
     parser.add_argument("--ppl-seqlen", type=int)

@@ -182,10 +182,47 @@ SCREEN_MARGIN = 1e-3
 """Relative slack of the screening bound: far above float32 summation error (≈1e-6), so a
 screened-out factor is truly worse than the leader and could never have been picked."""
 
+VECTOR_RUN = 64
+"""Eager CPU kernels run each contiguous stretch of a tensor in vector steps and its last
+few elements (under one step) through the scalar function, and the scalar and vector `pow`
+differ in the last bit. A stretch that is a whole multiple of this is all vector, so a
+`pow` over it gives the same floats wherever in a tensor an element lies."""
+
+_GRAIN = 32768
+"""ATen's parallel grain: an elementwise CPU pass under it runs on one thread."""
+
+
+def _whole_vector_runs(numel: int, run: int) -> bool:
+    """Whether a CPU pass over `numel` elements in contiguous stretches of `run` is all vector.
+
+    With several threads ATen cuts the pass into ceil(numel / tasks) pieces, tasks =
+    min(threads, ceil(numel / grain)); each piece is a stretch of its own.
+    """
+    if numel % VECTOR_RUN or run % VECTOR_RUN:
+        return False
+    threads = torch.get_num_threads()
+    if threads == 1 or numel < _GRAIN:
+        return True
+    tasks = min(threads, -(-numel // _GRAIN))
+    return -(-numel // tasks) % VECTOR_RUN == 0
+
 
 def _exact_errors(d: torch.Tensor, norm: float) -> torch.Tensor:
     """Σ|d|^norm over the last dimension: the search's own error, computed one way everywhere."""
     return d.abs_().pow_(norm).sum(dim=-1)
+
+
+def _exact_rows(d: torch.Tensor, factor: torch.Tensor, group: torch.Tensor, norm: float) -> torch.Tensor:
+    """`_exact_errors` of the rows d[factor, group], gathered into a tensor padded (with copies
+    of the first row) to whole vector runs, so each row's floats are the unscreened search's."""
+    count, width = len(factor), d.shape[-1]
+    padded = count
+    while not _whole_vector_runs(padded * width, padded * width):
+        padded += 1
+    if padded > count:
+        factor = torch.cat([factor, factor[:1].expand(padded - count)])
+        group = torch.cat([group, group[:1].expand(padded - count)])
+    return _exact_errors(d[factor, group], norm)[:count]
 
 
 def _screened_errors(d: torch.Tensor, norm: float) -> torch.Tensor:
@@ -195,8 +232,9 @@ def _screened_errors(d: torch.Tensor, norm: float) -> torch.Tensor:
     costs one multiply-add per element instead of a `pow`. Each group's leader (least Σd²)
     gets its exact error first; a factor whose bound exceeds it (by SCREEN_MARGIN) is worse
     than the leader, so it cannot be the first minimum. The factors left are scored exactly,
-    on their own rows of `d`, with the very arithmetic of the unscreened search, so the
-    minimum and its position are the same.
+    on their own rows of `d`, with the very arithmetic of the unscreened search (the row sum
+    of a contiguous row is the same in any layout, and `_exact_rows` keeps every `pow` in
+    vector runs), so the minimum and its position are the same.
     """
     factors, groups, width = d.shape
     squares = torch.linalg.vecdot(d, d)
@@ -204,13 +242,21 @@ def _screened_errors(d: torch.Tensor, norm: float) -> torch.Tensor:
     leader = squares.argmin(dim=0)
     rows = torch.arange(groups, device=d.device)
     errors = torch.full_like(squares, float("inf"))
-    errors[leader, rows] = _exact_errors(d[leader, rows], norm)
+    errors[leader, rows] = _exact_rows(d, leader, rows, norm)
     keep = bound <= errors[leader, rows] * (1 + SCREEN_MARGIN)
     keep[leader, rows] = False
     factor, group = keep.nonzero(as_tuple=True)
     if factor.numel():
-        errors[factor, group] = _exact_errors(d[factor, group], norm)
+        errors[factor, group] = _exact_rows(d, factor, group, norm)
     return errors
+
+
+def _screenable(d: torch.Tensor, norm: float) -> bool:
+    """Screening needs norm ≥ 2 (its bound) and a CPU block whose own `pow` would be all vector
+    (`VECTOR_RUN`), so the unscreened floats it must reproduce do not depend on position."""
+    factors, groups, width = d.shape
+    run = d.numel() if d.is_contiguous() else groups * width
+    return norm >= 2 and d.device.type == "cpu" and _whole_vector_runs(d.numel(), run)
 
 
 def _clip_search(
@@ -242,7 +288,7 @@ def _clip_search(
         else:
             d.add_(zf).clamp_(0, spec.maxq).sub_(zf)
         d.mul_(sf).sub_(wf[start:stop])
-        if spec.clip_norm >= 2:
+        if _screenable(d, spec.clip_norm):
             err = _screened_errors(d, spec.clip_norm)
         else:
             err = _exact_errors(d, spec.clip_norm)

@@ -134,3 +134,42 @@ def test_nan_group_keeps_the_full_range_like_the_reference():
 def test_no_shrink_factor_is_the_plain_range():
     w = torch.randn(4, 32)
     assert all(torch.equal(a, b) for a, b in zip(fit_grid(w, GridSpec(4, clip_maxshrink=0.0)), fit_grid(w, GridSpec(4, clip=False))))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("shape, groupsize", [((64, 176, 256), -1), ((8, 256, 176), -1), ((3, 37, 1792), -1),
+                                               ((5, 33, 128), 8), ((2, 19, 384), 128), ((4, 9, 7), -1)])
+def test_screened_clip_search_picks_what_the_unscreened_one_picks(shape, groupsize, bits, threads, monkeypatch):
+    """Screening leaves the factors, scales and codes of scoring every factor, partial blocks and threads included."""
+    from moequant.quant import grid
+
+    g = torch.Generator().manual_seed(bits * 7 + len(shape))
+    w = torch.randn(*shape, generator=g) * 0.02
+    w[..., 0, :3] *= 40  # outliers: the clipping factors matter
+    spec = GridSpec(bits, groupsize=groupsize)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        screened = fit_grid(w, spec)
+        monkeypatch.setattr(grid, "_screenable", lambda d, norm: False)
+        full = fit_grid(w, spec)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(screened[0], full[0]) and torch.equal(screened[1], full[1])
+
+
+def test_screening_runs_on_whole_vector_blocks_and_rules_out_most_factors(monkeypatch):
+    from moequant.quant import grid
+
+    kept = []
+    screened = grid._screened_errors
+
+    def counting(d, norm):
+        errors = screened(d, norm)
+        kept.append(float(torch.isfinite(errors).float().mean()))
+        return errors
+
+    monkeypatch.setattr(grid, "_screened_errors", counting)
+    fit_grid(torch.randn(64, 176, 256, generator=torch.Generator().manual_seed(0)), GridSpec(4))
+    assert kept and max(kept) < 0.5, "screening must run and leave under half the factors to score exactly"
