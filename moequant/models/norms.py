@@ -23,10 +23,6 @@ class NormForm:
     offset: float
     centred: bool
 
-    def describe(self) -> str:
-        gain = "weight" if not self.offset else f"({self.offset:g} + weight)"
-        return f"{gain} * (x - mean) / std(x) + bias" if self.centred else f"{gain} * x / rms(x)"
-
 
 FORMS = (NormForm(0.0, False), NormForm(1.0, False), NormForm(0.0, True))
 """The forms recognised: RMS with weight or 1 + weight as gain, and LayerNorm."""

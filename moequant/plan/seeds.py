@@ -5,7 +5,7 @@ seed (`{set}.seed{s}`: the set's entry with that `seed`), and every calibrated m
 once per seed on its set's copy (`{method}.seed{s}`). Methods without calibration data
 (the fp model, RTN) are deterministic and run once. Tables keep the method names as
 written; the report shows each seeded method as the mean over its runs with their spread
-(`moequant/report/seeds.py`). Expanding the config here, before anything else reads it,
+(`moequant/report/tables.py`). Expanding the config here, before anything else reads it,
 lets every other part of the plan stay unaware of seeds.
 """
 

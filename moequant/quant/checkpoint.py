@@ -167,13 +167,16 @@ class _LayerExport:
                 "splits it before compressed-tensors dequantizes it, so this family is quantized in memory but not exported"
             )
 
-    def _check_dense_merges(self, dense: dict[str, torch.Tensor]) -> None:
+    def _check_dense_merges(self, dense: dict[str, torch.Tensor], hub: dict[str, torch.Tensor]) -> None:
         """Refuse unquantized tensors the Hub format splits (bailing-hybrid's q/k/v `conv1d`).
 
         transformers' compressed-tensors loader puts its dequantization in front of every
         merge the model's conversions do, and that step finds no codes for an unquantized
-        tensor, so the merge gets nothing and the load fails.
+        tensor, so the merge gets nothing and the load fails. `hub` is `dense` under its Hub
+        names; only when it holds more tensors is each key reverted alone to name the culprit.
         """
+        if len(hub) == len(dense):
+            return
         for key, tensor in dense.items():
             hub = revert_names(self.model, {key: tensor})
             if len(hub) > 1:
@@ -221,8 +224,9 @@ class _LayerExport:
             out[f"{module}.weight_scale"] = hub_scales[name].contiguous()
             out[f"{module}.weight_shape"] = torch.tensor(code.shape, dtype=torch.int64)
         hub_routing = revert_names(self.model, routing)
-        self._check_dense_merges(dense)
-        out.update(revert_names(self.model, dense))
+        hub_dense = revert_names(self.model, dense)
+        self._check_dense_merges(dense, hub_dense)
+        out.update(hub_dense)
         if self.split:
             out.update(self._split_tensors())
         out.update(hub_routing)

@@ -271,7 +271,8 @@ def _clip_search(
     the whole weight per factor. On the symmetric grid the error q − w is formed as
     clamp(round(w/s), −z, maxq − z)·s − w, which equals (clamp(round(w/s) + z, 0, maxq) − z)·s − w
     exactly (small integers in float) in two passes fewer. For norm ≥ 2 most factors are
-    ruled out by a bound before any `pow` (`_screened_errors`). NaN errors never win, as `err < best` never holds for them.
+    ruled out by a bound before any `pow` (`_screened_errors`). NaN errors never win, as
+    `err < best` never holds for them.
     """
     candidates, (groups, width) = len(shrinks), wf.shape
     budget = CLIP_CHUNK_ELEMENTS.get(wf.device.type, CLIP_CHUNK_ELEMENTS["cuda"])

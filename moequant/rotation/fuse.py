@@ -75,12 +75,10 @@ def check_norm(norm: nn.Module, where: str, hidden_size: int) -> NormForm:
     The check is behavioural, so an unusual norm is caught whatever its class is called.
     """
     params = dict(norm.named_parameters())
-    weight = params.get("weight")
     shapes_ok = all(tuple(p.shape) == (hidden_size,) for p in params.values())
     if not set(params) & {"weight"} or not set(params) <= {"weight", "bias"} or not shapes_ok:
         names = ", ".join(sorted(params)) or "none"
         raise _reject(norm, where, f"has parameters [{names}]")
-    assert weight is not None
     form, error = norm_form(norm, hidden_size)
     if form is None:
         raise _reject(
