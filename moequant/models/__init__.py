@@ -18,6 +18,7 @@ from moequant.models.base import (
     ModelAdapter,
     MoEBlock,
     Router,
+    forwards_replaced,
 )
 from moequant.models.discover import Unsupported, discover
 

@@ -7,7 +7,9 @@ the model in place, so rotation and quantization need no second copy of the weig
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -202,6 +204,27 @@ def routing_arguments(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Te
     return ids.reshape(-1, k), coeffs.reshape(-1, k)
 
 
+@contextmanager
+def forwards_replaced(replacements: dict[nn.Module, Callable[..., Any]]) -> Iterator[None]:
+    """Run with each module's forward replaced, then restore what it had: its class's forward,
+    or an instance-level one (an offloading hook's)."""
+    own = {module: module.__dict__.get("forward") for module in replacements}
+    for module, forward in replacements.items():
+        module.forward = forward
+    try:
+        yield
+    finally:
+        for module, forward in own.items():
+            if forward is None:
+                del module.forward
+            else:
+                module.forward = forward
+
+
+def _zeros_like_input(x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+    return torch.zeros_like(x)
+
+
 @dataclass
 class Router:
     """The router of one MoE block and the exact routing its block's forward applies.
@@ -221,6 +244,10 @@ class Router:
     block: nn.Module
     experts_module: nn.Module | None = None
     parse: RouteParser | None = None
+    bypass: tuple[nn.Module, ...] = ()
+    """Shared experts of the block: their output joins the routed experts' output and never
+    the routing, so while the block runs up to its experts call they return zeros instead
+    of computing (Qwen-MoE families run a shared expert as large as a dense FFN first)."""
 
     def route(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(top-k expert ids [T, k], coefficients [T, k]) for tokens `hidden` [..., H]."""
@@ -250,7 +277,8 @@ class Router:
         if scores:
             handles.append(self.module.register_forward_hook(lambda _m, _i, output: raw.append(self.logits(output))))
         try:
-            self.block(x[None])
+            with forwards_replaced(dict.fromkeys(self.bypass, _zeros_like_input)):
+                self.block(x[None])
         except _Routed:
             pass
         finally:

@@ -102,7 +102,7 @@ def moe_block(block: nn.Module, hidden: int, where: str, config: object) -> MoEB
         # DeepSeek-V4's first layers route by a token-id table, not by the hidden state: AGQ's
         # coefficients, σ and EBSS all need a router the hidden state alone drives
         raise Unsupported(f"{where}: the router {type(router_module).__name__} routes by token id (hash routing)")
-    shared, shared_gate, known = [], None, {"experts", router_name}
+    shared, shared_modules, shared_gate, known = [], [], None, {"experts", router_name}
     for name, child in block.named_children():
         if name in known or not any(True for _ in child.parameters()):
             continue
@@ -110,12 +110,14 @@ def moe_block(block: nn.Module, hidden: int, where: str, config: object) -> MoEB
             shared_gate = child
         elif _is_dense_mlp(child):
             shared.append(dense_mlp(child))
+            shared_modules.append(child)
         else:
             raise Unsupported(f"{where}: MoE block part {name!r} ({type(child).__name__}) is not one moequant knows")
     try:
         router = router_for(router_module, router_weight, bank, block)
     except UnreadableRouter as err:
         raise Unsupported(f"{where}: {err}") from None
+    router.bypass = tuple(shared_modules)
     return MoEBlock(block, router, bank, shared, shared_gate, _top_k(router_module, block, config))
 
 

@@ -8,12 +8,15 @@ layer is calibrated on what the already-quantized layers below it produce.
 
 An algorithm supplies `quantize_layer(ctx)`; it runs the calibration batch through the
 layer as often as it has stages (`ctx.each_batch`), each run stopping as soon as the
-modules it listens to have seen their inputs.
+modules it listens to have seen their inputs. A part of the layer whose weights are final
+(`ctx.settle`, the token mixer once its linears are quantized) is computed once more and
+then replayed, so the later stages and the output pass do not recompute it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +25,7 @@ from torch import nn
 
 from moequant.errors import UsageError
 from moequant.memory import MemoryPlan, module_bytes
-from moequant.models import DecoderLayer, ModelAdapter, adapt
+from moequant.models import DecoderLayer, ModelAdapter, adapt, forwards_replaced
 from moequant.progress import each, say
 from moequant.quant.config import QuantConfig
 from moequant.quant.hessian import check_finite_activations
@@ -38,6 +41,25 @@ class _Stop(Exception):
 
 
 @dataclass
+class _Settled:
+    """The outputs of a module whose weights are final, per calibration micro-batch."""
+
+    outputs: dict[int, Any] = field(default_factory=dict)
+    replayable: bool = True
+    """False once a forward called it twice: then which call an output belongs to is unknown."""
+
+
+def _cloned(output: Any) -> Any:
+    """A copy of a module's output (a tensor or a tuple holding some), so a layer that edits what
+    it receives in place cannot change what is replayed."""
+    if isinstance(output, torch.Tensor):
+        return output.clone()
+    if isinstance(output, tuple):
+        return tuple(_cloned(part) for part in output)
+    return output
+
+
+@dataclass
 class LayerContext:
     layer: DecoderLayer
     targets: LayerTargets
@@ -47,9 +69,44 @@ class LayerContext:
     inputs: list[torch.Tensor]
     kwargs: list[dict[str, Any]]
     state: dict[str, Any] = field(default_factory=dict)
+    settled: dict[nn.Module, _Settled] = field(default_factory=dict)
 
     def where(self, module: str) -> str:
         return f"layer {self.layer.index} module {module}"
+
+    def settle(self, module: nn.Module) -> None:
+        """`module`'s weights are final: the next pass through it records its output for each
+        micro-batch, and every later pass gets that output back instead of recomputing it.
+
+        Exact because a module's output depends only on its weights and inputs, and what
+        feeds it (the layer input, unquantized norms, the captured masks) never changes.
+        """
+        self.settled.setdefault(module, _Settled())
+
+    @contextmanager
+    def _replaying(self, batch: int) -> Iterator[None]:
+        replays, handles = {}, []
+        for module, settled in self.settled.items():
+            if not settled.replayable:
+                continue
+            if batch in settled.outputs:
+                replays[module] = lambda *_a, _out=settled.outputs[batch], **_k: _cloned(_out)
+                continue
+
+            def record(_module, _args, output, settled=settled):
+                if batch in settled.outputs:
+                    settled.replayable = False
+                    settled.outputs.clear()
+                elif settled.replayable:
+                    settled.outputs[batch] = _cloned(output)
+
+            handles.append(module.register_forward_hook(record))
+        try:
+            with forwards_replaced(replays):
+                yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     @torch.no_grad()
     def each_batch(self, modules: dict[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
@@ -58,7 +115,7 @@ class LayerContext:
         The forward stops once every named module has been called, so a stage pays only
         for the part of the layer it needs.
         """
-        for hidden, kwargs in zip(self.inputs, self.kwargs):
+        for batch, (hidden, kwargs) in enumerate(zip(self.inputs, self.kwargs)):
             seen: dict[str, torch.Tensor] = {}
             handles = []
             for name, module in modules.items():
@@ -72,7 +129,7 @@ class LayerContext:
 
                 handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
             try:
-                self.forward(hidden, kwargs)
+                self.forward(batch, hidden, kwargs)
             except _Stop:
                 pass
             finally:
@@ -86,14 +143,15 @@ class LayerContext:
                 )
             yield seen
 
-    def forward(self, hidden: torch.Tensor, kwargs: dict[str, Any]) -> Any:
-        """The layer's own forward on one captured input; a layer that cannot run alone is refused.
+    def forward(self, batch: int, hidden: torch.Tensor, kwargs: dict[str, Any]) -> Any:
+        """The layer's own forward on captured micro-batch `batch`; a layer that cannot run alone is refused.
 
         Layers that read state an earlier layer leaves behind (hy-v4's shared DSA indices)
         fail here, since a layer-by-layer pass hands each layer only its captured inputs.
         """
         try:
-            return self.layer.module(hidden, **kwargs)
+            with self._replaying(batch):
+                return self.layer.module(hidden, **kwargs)
         except UsageError:
             raise
         except ValueError as err:
@@ -106,8 +164,8 @@ class LayerContext:
     @torch.no_grad()
     def outputs(self) -> list[torch.Tensor]:
         outs = []
-        for hidden, kwargs in zip(self.inputs, self.kwargs):
-            out = self.forward(hidden, kwargs)
+        for batch, (hidden, kwargs) in enumerate(zip(self.inputs, self.kwargs)):
+            out = self.forward(batch, hidden, kwargs)
             out = out[0] if isinstance(out, tuple) else out
             check_finite_activations(out, self.where("output"))
             outs.append(out)
@@ -211,7 +269,8 @@ def memory_plan(
     checkpoint is written. Streamed from disk, the host holds what lies outside the decoder
     layers, one layer being quantized and its export (dense copies and codes of one layer).
     The compute device holds one decoder layer, the calibration activations between layers
-    (inputs, outputs and the cached MoE-block input, each tokens × hidden) and the largest
+    (inputs, outputs, the cached MoE-block input and the settled token mixer's output, each
+    tokens × hidden) and the largest
     Hessian stack (all experts of a projection).
     """
     device = resolve_device(config.run.device)
@@ -235,7 +294,7 @@ def memory_plan(
         plan.host = {"model": module_bytes(adapter.model, dtype), "codes": weights * config.grid.wbits // 8}
     if device.type != "cpu":
         plan.on_device["layer"] = largest
-    plan.on_device["activations"] = 3 * tokens * hidden * element
+    plan.on_device["activations"] = 4 * tokens * hidden * element
     plan.on_device["Hessians"] = max(stacks, default=0) * hessian_element
     return plan
 

@@ -156,6 +156,7 @@ class GPTQLayer:
         ctx.state["on_hessian"] = self.on_hessian
         for group in targets.attention():
             linear_stage(ctx, group, {t.module: layer.module.get_submodule(t.module) for t in group})
+        ctx.settle(layer.attention.module)
         if isinstance(layer.mlp, MoEBlock):
             self.moe_stages(ctx, layer.mlp)
         else:

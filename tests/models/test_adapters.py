@@ -114,3 +114,26 @@ def test_fused_views_share_storage_with_the_model(make_tiny):
     assert torch.all(bank.module.down_proj[0] == 0)
     assert bank.weights("gate").data_ptr() == bank.module.gate_up_proj.data_ptr()
     assert before == sum(p.numel() for p in bank.parameters())
+
+
+def test_routing_does_not_run_the_shared_experts_and_restores_them(make_tiny):
+    """Qwen-MoE runs its shared expert before the router; routing alone must not pay for it."""
+    adapter = adapt(make_tiny("qwen2_moe", seed=3))
+    mlp = adapter.moe_layers[0].mlp
+    shared = mlp.router.bypass
+    assert shared, "qwen2_moe's shared expert is bypassed while routing"
+    calls = []
+    handle = mlp.shared_experts[0].down.register_forward_hook(lambda *_: calls.append(1))
+    own = shared[0].forward
+    wrapper = shared[0].forward = lambda x: own(x)  # an instance-level forward, as an offloading hook installs
+    try:
+        x = torch.randn(5, adapter.embed_tokens.embedding_dim)
+        with torch.no_grad():
+            mlp.router.route(x)
+            assert not calls
+            mlp.module(x[None])
+        assert calls, "the block's own forward still runs its shared expert"
+        assert shared[0].__dict__["forward"] is wrapper
+    finally:
+        handle.remove()
+        del shared[0].forward

@@ -1,10 +1,15 @@
 """The layer-streaming driver hands every layer what the model's own forward hands it."""
 
+from types import SimpleNamespace
+
+import pytest
 import torch
+from torch import nn
 
 from moequant.models.synthetic import tiny_any_model
-from moequant.quant.driver import layer_kinds, stream_quantize
+from moequant.quant.driver import LayerContext, layer_kinds, stream_quantize
 from moequant.quant.registry import configure
+from moequant.quant.sequential import GPTQLayer
 
 
 def test_each_layer_kind_gets_its_own_mask():
@@ -25,3 +30,48 @@ def test_each_layer_kind_gets_its_own_mask():
     stream_quantize(model, ids, configure("rtn", wbits=4, device="cpu", batch_size=2), record)
     for index, hidden in enumerate(seen[:-1]):
         torch.testing.assert_close(hidden, expected[index + 1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["mixtral", "qwen2_moe", "deepseek_v3", "olmoe", "deepseek_remote"])
+def test_settled_token_mixer_is_replayed_exactly(make_tiny, layout):
+    """After GPTQ the output pass replays the token mixer's recorded output: the same floats as recomputing it."""
+    model = make_tiny(layout, seed=4)
+    ids = torch.randint(3, 96, (4, 24), generator=torch.Generator().manual_seed(1))
+    replays = []
+
+    def quantize_and_compare(ctx):
+        GPTQLayer(agq=True)(ctx)
+        mixer = ctx.layer.attention.module
+        calls = []
+        reader = next(iter(ctx.layer.attention.readers.values()))
+        handle = reader.register_forward_pre_hook(lambda *_: calls.append(1))
+        replayed = ctx.outputs()
+        replays.append(not calls and len(ctx.settled[mixer].outputs) == len(ctx.inputs))
+        ctx.settled.clear()
+        recomputed = ctx.outputs()
+        handle.remove()
+        assert all(torch.equal(a, b) for a, b in zip(replayed, recomputed))
+
+    stream_quantize(model, ids, configure("agq", wbits=3, device="cpu", batch_size=2), quantize_and_compare)
+    assert replays and all(replays), "every layer's output pass replays its token mixer"
+
+
+class _CallsTwice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.inner(self.inner(x))
+
+
+def test_a_module_called_twice_per_forward_is_never_replayed():
+    layer = _CallsTwice()
+    calls = []
+    layer.inner.register_forward_pre_hook(lambda *_: calls.append(1))
+    inputs = [torch.randn(2, 4), torch.randn(3, 4)]
+    ctx = LayerContext(SimpleNamespace(index=0, module=layer), None, None, torch.device("cpu"), None, inputs, [{}, {}])
+    ctx.settle(layer.inner)
+    first, second = ctx.outputs(), ctx.outputs()
+    assert len(calls) == 8 and not ctx.settled[layer.inner].replayable
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
