@@ -121,10 +121,13 @@ def _column_loop(
     """GPTQ's column loop over `Wt` [members, cols, rows] (column-major: one column of every member
     is one contiguous [members, rows] slab), updated in place; codes come back column-major too.
 
-    The arithmetic is GPTQ's, operation for operation (so the codes are the same as a row-major
-    loop's); the column-major layout makes every per-column read, write and rank-1 update a
-    contiguous pass, and each column's scale and zero point are precomputed slabs instead of
-    a gather per column. Dynamic groups (`groupsize` without act-order) refit `scale`/`zero`
+    The arithmetic of the weights and codes is GPTQ's, operation for operation (so the codes
+    are the same as a row-major loop's); the column-major layout makes every per-column read,
+    write and rank-1 update a contiguous pass, and each column's scale and zero point are
+    precomputed slabs instead of a gather per column. Python issues eight kernels per column:
+    the symmetric grid's signed level is written straight into the code slab (its zero point
+    added once at the end), and the reported loss, Σ err²/2, is summed once per block from
+    the block's errors instead of column by column (the same value to float rounding). Dynamic groups (`groupsize` without act-order) refit `scale`/`zero`
     in place as each group starts, from the already-updated weights.
     """
     members, cols, rows = Wt.shape
@@ -138,7 +141,6 @@ def _column_loop(
         scale_t, zero_t = scale_t.gather(1, index), zero_t.gather(1, index)
         column_group = list(range(cols))
     pivots = U.diagonal(dim1=-2, dim2=-1)
-    pivot_squares = pivots**2
     offset = symmetric_zero(spec.wbits)
     codes = torch.empty_like(Wt)
     losses = torch.zeros(members, rows, dtype=Wt.dtype, device=Wt.device)
@@ -157,22 +159,21 @@ def _column_loop(
             elif not dynamic_groups:
                 s_col, z_col = scale_t[:, column_group[col]], zero_t[:, column_group[col]]
             w = W1[:, i]
-            if spec.sym:  # zero point 2^(b-1) everywhere: clamp the signed level, add it once for the code
-                level = torch.div(w, s_col).round_().clamp_(-offset, spec.maxq - offset)
-                torch.add(level, offset, out=codes[:, col])
-                residual = w - level.mul_(s_col)
+            if spec.sym:  # zero point 2^(b-1) everywhere: the signed level is stored, the zero added at the end
+                level = torch.div(w, s_col, out=codes[:, col]).round_().clamp_(-offset, spec.maxq - offset)
+                residual = w - level * s_col
             else:
-                code = torch.div(w, s_col).round_().add_(z_col).clamp_(0, spec.maxq)
-                codes[:, col] = code
-                residual = w - code.sub_(z_col).mul_(s_col)
-            d = pivots[:, col, None]
-            losses += residual**2 / pivot_squares[:, col, None] / 2
-            err = torch.div(residual, d, out=Err1[:, i])
+                code = torch.div(w, s_col, out=codes[:, col]).round_().add_(z_col).clamp_(0, spec.maxq)
+                residual = w - (code - z_col).mul_(s_col)
+            err = torch.div(residual, pivots[:, col, None], out=Err1[:, i])
             rest = i2 - i1 - i - 1
             if rest:
                 W1[:, i + 1 :].sub_(torch.mul(U[:, col, col + 1 : i2, None], err[:, None, :], out=update[:, :rest]))
+        losses += Err1[:, : i2 - i1].square().sum(1) / 2
         if i2 < cols:
             Wt[:, i2:] -= (Err1[:, : i2 - i1].transpose(1, 2).contiguous() @ U[:, i1:i2, i2:]).transpose(1, 2)
+    if spec.sym:
+        codes += offset
     return codes, losses
 
 
