@@ -93,12 +93,15 @@ class LayerContext:
                 replays[module] = lambda *_a, _out=settled.outputs[batch], **_k: _cloned(_out)
                 continue
 
-            def record(_module, _args, output, settled=settled):
+            def record(module, _args, output, settled=settled):
                 if batch in settled.outputs:
                     settled.replayable = False
                     settled.outputs.clear()
                 elif settled.replayable:
                     settled.outputs[batch] = _cloned(output)
+                    for inner in module.modules():  # replaying `module` never calls them again
+                        if inner is not module and inner in self.settled:
+                            self.settled[inner].outputs.pop(batch, None)
 
             handles.append(module.register_forward_hook(record))
         try:
@@ -270,7 +273,7 @@ def memory_plan(
     layers, one layer being quantized and its export (dense copies and codes of one layer).
     The compute device holds one decoder layer, the calibration activations between layers
     (inputs, outputs, the cached MoE-block input and the settled token mixer's output, each
-    tokens × hidden) and the largest
+    tokens × hidden, and the settled attention readers' outputs) and the largest
     Hessian stack (all experts of a projection).
     """
     device = resolve_device(config.run.device)
@@ -294,7 +297,8 @@ def memory_plan(
         plan.host = {"model": module_bytes(adapter.model, dtype), "codes": weights * config.grid.wbits // 8}
     if device.type != "cpu":
         plan.on_device["layer"] = largest
-    plan.on_device["activations"] = 4 * tokens * hidden * element
+    readers = max((sum(m.out_features for m in layer.attention.readers.values()) for layer in adapter.layers), default=0)
+    plan.on_device["activations"] = (4 * hidden + readers) * tokens * element
     plan.on_device["Hessians"] = max(stacks, default=0) * hessian_element
     return plan
 

@@ -154,8 +154,13 @@ class GPTQLayer:
     def __call__(self, ctx: LayerContext) -> None:
         layer, targets = ctx.layer, ctx.targets
         ctx.state["on_hessian"] = self.on_hessian
+        readers = {id(module) for module in layer.attention.readers.values()}
         for group in targets.attention():
-            linear_stage(ctx, group, {t.module: layer.module.get_submodule(t.module) for t in group})
+            modules = {t.module: layer.module.get_submodule(t.module) for t in group}
+            linear_stage(ctx, group, modules)
+            for module in modules.values():  # the readers' input is the layer's: final from the start
+                if id(module) in readers:
+                    ctx.settle(module)
         ctx.settle(layer.attention.module)
         if isinstance(layer.mlp, MoEBlock):
             self.moe_stages(ctx, layer.mlp)

@@ -5,6 +5,7 @@ import torch
 
 from moequant.cli import main
 from moequant.loading import load_model
+from moequant.models import adapt
 from tests.quant.helpers import word_tokenizer, write_calib
 
 
@@ -29,7 +30,9 @@ def test_quantize_writes_a_loadable_checkpoint(tmp_path, model_dir, tokenizer, c
         assert torch.isfinite(model(torch.tensor([[5, 6, 7]])).logits).all()
     assert (out / "report.csv").read_text().startswith("layer,module,expert,tokens,mass,loss,damp,fallback")
     memory = meta["memory"]
-    assert memory["planned"]["host"]["activations"] == 4 * 4 * 16 * 32 * 4  # inputs, outputs, MoE input, mixer output; fp32
+    readers = sum(m.out_features for m in adapt(load_model(src)).layers[0].attention.readers.values())
+    # inputs, outputs, MoE input and mixer output (4 × hidden 32), the q/k/v outputs; 4 × 16 tokens, fp32
+    assert memory["planned"]["host"]["activations"] == (4 * 32 + readers) * 4 * 16 * 4
     assert memory["peak_host_bytes"] >= sum(memory["planned"]["host"].values())
     assert "memory plan: host" in err and "peak host RSS" in err
     assert not (tmp_path / "agq-w3.journal").exists(), "the journal goes once the checkpoint is written"

@@ -75,3 +75,18 @@ def test_a_module_called_twice_per_forward_is_never_replayed():
     first, second = ctx.outputs(), ctx.outputs()
     assert len(calls) == 8 and not ctx.settled[layer.inner].replayable
     assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_a_replayed_module_drops_the_records_of_modules_inside_it():
+    """Once the outer module replays, the inner ones are never called again: their outputs are not kept."""
+    layer = nn.Sequential(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), nn.Linear(4, 4))
+    outer, inner = layer[0], layer[0][0]
+    inputs = [torch.randn(2, 4), torch.randn(3, 4)]
+    ctx = LayerContext(SimpleNamespace(index=0, module=layer), None, None, torch.device("cpu"), None, inputs, [{}, {}])
+    ctx.settle(inner)
+    first = ctx.outputs()
+    assert len(ctx.settled[inner].outputs) == 2
+    ctx.settle(outer)
+    second, third = ctx.outputs(), ctx.outputs()
+    assert not ctx.settled[inner].outputs and len(ctx.settled[outer].outputs) == 2
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(first, second, third))
