@@ -183,8 +183,10 @@ def quantize_phase(model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor,
 
 
 def activation_bytes(adapter: ModelAdapter, tokens: int, itemsize: int) -> int:
-    """The layer's calibration inputs and outputs, both alive while the outputs are produced."""
-    return 2 * tokens * adapter.embed_tokens.weight.shape[1] * itemsize
+    """The layer's calibration activations at their peak, as `moequant quantize` plans them: inputs,
+    outputs, the MoE-block input, the replayed token-mixer output and the replayed readers' outputs."""
+    readers = max(sum(m.out_features for m in layer.attention.readers.values()) for layer in adapter.layers)
+    return (4 * adapter.embed_tokens.weight.shape[1] + readers) * tokens * itemsize
 
 
 def synthetic_allowed(model: nn.Module) -> torch.Tensor:

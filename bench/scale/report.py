@@ -191,6 +191,10 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 "full floor s", "measured/floor"], phase_rows),
         _table(["shape", "target", "value", "verdict"], target_rows),
     ]
+    repeats = [f"{result['shape']} {phase}: fastest of " + ", ".join(f"{seconds:.2f}" for seconds in result[phase]["repeats"]) + " s"
+               for result in results for phase in ("quant", "ebss") if len(result.get(phase, {}).get("repeats", [])) > 1]
+    if repeats:
+        parts.append("\n".join(repeats))
     if bound_rows:
         parts.insert(2, _table(["shape", "EBSS rows per step", "weight MiB read per step (built)", "read GB/s",
                                 "full model s", "full memory floor s", "measured/memory floor", "measured/FLOP floor"],
