@@ -36,6 +36,7 @@ from moequant.artifacts import write_json
 from moequant.errors import UsageError
 from moequant.models import adapt
 from moequant.quant.registry import configure
+from moequant.rotation.rotate import rotate_model
 from moequant.runtime import resolve_device, resolve_dtype
 
 PHASES = ("rotate", "precision", "quant", "ebss", "ppl")
@@ -146,6 +147,9 @@ def run_shape(name: str, args: argparse.Namespace, rates: dict[str, float]) -> d
                 gc.collect()
                 model = build(name, layers, args.scale, dtype, args.seed)
                 adapter = adapt(model)
+                if "rotate" in args.phases:  # the same rotated model the first run quantized
+                    with torch.no_grad():
+                        rotate_model(model)
             runs.append(quantize_phase(model, adapter, calib, config, device))
             print(f"[{name}] AGQ-GPTQ {runs[-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
         memory = {key: value for key, value in runs[0].items() if "bytes" in key or key == "peak_host_method"}

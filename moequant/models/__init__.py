@@ -20,7 +20,7 @@ from moequant.models.base import (
     Router,
     forwards_replaced,
 )
-from moequant.models.discover import Unsupported, discover
+from moequant.models.discover import ATTENTION_READERS, Unsupported, discover
 
 EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_tok")
 

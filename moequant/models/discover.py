@@ -28,7 +28,7 @@ from moequant.models.families import UnreadableRouter, router_for
 
 _PROJECTION_NAMES = {"gate": ("gate_proj", "w1"), "up": ("up_proj", "w3"), "down": ("down_proj", "w2")}
 _ATTENTION_NAMES = ("self_attn", "attention", "attn")
-_ATTENTION_READERS = ("q_proj", "k_proj", "v_proj", "q_a_proj", "kv_a_proj_with_mqa")
+ATTENTION_READERS = ("q_proj", "k_proj", "v_proj", "q_a_proj", "kv_a_proj_with_mqa")
 _ATTENTION_WRITERS = ("o_proj",)
 _ATTENTION_INNER = ("q_b_proj", "kv_b_proj")
 _LAYER_NORMS = ("input_layernorm", "post_attention_layernorm")
@@ -162,7 +162,7 @@ def attention(attn: nn.Module, hidden: int, known: bool = True) -> Attention:
     def pick(names: tuple[str, ...]) -> dict[str, nn.Linear]:
         return {n: getattr(attn, n) for n in names if known and isinstance(getattr(attn, n, None), nn.Linear)}
 
-    readers, writers, inner = pick(_ATTENTION_READERS), pick(_ATTENTION_WRITERS), pick(_ATTENTION_INNER)
+    readers, writers, inner = pick(ATTENTION_READERS), pick(_ATTENTION_WRITERS), pick(_ATTENTION_INNER)
     value, rows = _value_source(attn, writers.get("o_proj"))
     seen = {id(m) for group in (readers, writers, inner) for m in group.values()}
     other = {}

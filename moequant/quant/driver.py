@@ -40,6 +40,14 @@ class _Stop(Exception):
     """Raised from a hook once everything a stage needs from the forward pass is recorded."""
 
 
+class _CalledTwice(Exception):
+    """Raised by a replayed module called a second time in one forward (its recording pass
+    stopped before the second call): the micro-batch is run again without replaying it."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+
 @dataclass
 class _Settled:
     """The outputs of a module whose weights are final, per calibration micro-batch."""
@@ -85,12 +93,22 @@ class LayerContext:
 
     @contextmanager
     def _replaying(self, batch: int) -> Iterator[None]:
-        replays, handles = {}, []
+        replays, handles, replayed = {}, [], set()
+
+        def replay(module: nn.Module, output: Any) -> Callable[..., Any]:
+            def forward(*_args: Any, **_kwargs: Any) -> Any:
+                if module in replayed:
+                    raise _CalledTwice(module)
+                replayed.add(module)
+                return _cloned(output)
+
+            return forward
+
         for module, settled in self.settled.items():
             if not settled.replayable:
                 continue
             if batch in settled.outputs:
-                replays[module] = lambda *_a, _out=settled.outputs[batch], **_k: _cloned(_out)
+                replays[module] = replay(module, settled.outputs[batch])
                 continue
 
             def record(module, _args, output, settled=settled):
@@ -153,8 +171,14 @@ class LayerContext:
         fail here, since a layer-by-layer pass hands each layer only its captured inputs.
         """
         try:
-            with self._replaying(batch):
-                return self.layer.module(hidden, **kwargs)
+            while True:
+                try:
+                    with self._replaying(batch):
+                        return self.layer.module(hidden, **kwargs)
+                except _CalledTwice as twice:
+                    settled = self.settled[twice.module]
+                    settled.replayable = False
+                    settled.outputs.clear()
         except UsageError:
             raise
         except ValueError as err:
@@ -348,6 +372,7 @@ def stream_quantize(
         ctx = LayerContext(layer, LayerTargets.of(layer, config.run.quantize_router), config, device, result, inputs, kwargs)
         quantize_layer(ctx)
         inputs = ctx.outputs()
+        ctx.settled.clear()  # the replayed activations, before the layer moves and the next loads
         layer.module.to(home)
         if journal is not None:
             journal.record(layer, result, weights_before, rows_before, inputs)

@@ -243,11 +243,12 @@ def _screened_errors(d: torch.Tensor, norm: float) -> torch.Tensor:
 
     Every factor's error is bounded from below first (`error_bound`). Each group's leader
     (least Σd²) gets its exact error first; a factor whose bound exceeds it (by
-    SCREEN_MARGIN) is worse than the leader, so it cannot be the first minimum. The factors left are scored exactly, on their own rows of
-    `d`, with the very arithmetic of the unscreened search (the row sum of a contiguous row
-    is the same in any layout, `abs` is idempotent, and `_exact_rows` keeps every `pow` in
-    vector runs), so the minimum and its position are the same. A bound that is not a
-    number (an overflowed or empty row) never rules a factor out.
+    SCREEN_MARGIN) is worse than the leader, so it cannot be the first minimum. The factors
+    left are scored exactly, on their own rows of `d`, with the very arithmetic of the
+    unscreened search (the row sum of a contiguous row is the same in any layout, `abs` is
+    idempotent, and `_exact_rows` keeps every `pow` in vector runs), so the minimum and its
+    position are the same. A bound that is not a
+    finite number (an overflow) never rules a factor out.
     """
     factors, groups, width = d.shape
     squares, bound = error_bound(d.abs_(), norm)
@@ -255,7 +256,7 @@ def _screened_errors(d: torch.Tensor, norm: float) -> torch.Tensor:
     rows = torch.arange(groups, device=d.device)
     errors = torch.full_like(squares, float("inf"))
     errors[leader, rows] = _exact_rows(d, leader, rows, norm)
-    keep = ~(bound > errors[leader, rows] * (1 + SCREEN_MARGIN))
+    keep = ~(bound > errors[leader, rows] * (1 + SCREEN_MARGIN)) | bound.isinf()
     keep[leader, rows] = False
     factor, group = keep.nonzero(as_tuple=True)
     if factor.numel():

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from moequant.errors import UsageError, require
-from moequant.models import PROJECTIONS, DenseMLP, MoEBlock
+from moequant.models import ATTENTION_READERS, PROJECTIONS, DenseMLP, MoEBlock
 from moequant.quant.config import QuantConfig
 from moequant.quant.driver import LayerContext, stream_quantize
 from moequant.quant.layer_store import LayerStore
@@ -154,11 +154,13 @@ class GPTQLayer:
     def __call__(self, ctx: LayerContext) -> None:
         layer, targets = ctx.layer, ctx.targets
         ctx.state["on_hessian"] = self.on_hessian
-        readers = {id(module) for module in layer.attention.readers.values()}
+        # the named readers read the normed layer input, final from the start (readers found by
+        # their shape alone might read another linear's output, quantized later: never replayed)
+        readers = {id(m) for name, m in layer.attention.readers.items() if name in ATTENTION_READERS}
         for group in targets.attention():
             modules = {t.module: layer.module.get_submodule(t.module) for t in group}
             linear_stage(ctx, group, modules)
-            for module in modules.values():  # the readers' input is the layer's: final from the start
+            for module in modules.values():
                 if id(module) in readers:
                     ctx.settle(module)
         ctx.settle(layer.attention.module)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from moequant.models import adapt
 from moequant.models.synthetic import tiny_any_model
 from moequant.quant.driver import LayerContext, layer_kinds, stream_quantize
 from moequant.quant.registry import configure
@@ -90,3 +91,53 @@ def test_a_replayed_module_drops_the_records_of_modules_inside_it():
     second, third = ctx.outputs(), ctx.outputs()
     assert not ctx.settled[inner].outputs and len(ctx.settled[outer].outputs) == 2
     assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(first, second, third))
+
+
+class _CallsAfterTheStop(nn.Module):
+    """A layer calling one module again after the point where a stage's pass stops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared, self.stop_here, self.tail = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.stop_here(self.shared(x))
+        return self.tail(self.shared(y))
+
+
+def test_a_module_found_called_twice_while_replaying_is_recomputed():
+    layer = _CallsAfterTheStop()
+    inputs = [torch.randn(2, 4), torch.randn(3, 4)]
+    ctx = LayerContext(SimpleNamespace(index=0, module=layer), None, None, torch.device("cpu"), None, inputs, [{}, {}])
+    expected = ctx.outputs()
+    ctx.settle(layer.shared)
+    list(ctx.each_batch({"stop_here": layer.stop_here}))  # records one call: the pass stops before the second
+    assert len(ctx.settled[layer.shared].outputs) == 2
+    assert all(torch.equal(a, b) for a, b in zip(ctx.outputs(), expected))
+    assert not ctx.settled[layer.shared].replayable
+
+
+def test_replaced_forwards_come_back_after_an_exception():
+    from moequant.models import forwards_replaced
+
+    module = nn.Linear(4, 4)
+    with pytest.raises(RuntimeError), forwards_replaced({module: lambda x: x}):
+        raise RuntimeError
+    assert "forward" not in module.__dict__
+
+
+@pytest.mark.parametrize("layout", ["qwen2_moe", "deepseek_v3"])
+def test_replay_and_the_routing_bypass_leave_every_code(make_tiny, layout, monkeypatch):
+    ids = torch.randint(3, 96, (4, 24), generator=torch.Generator().manual_seed(2))
+    config = configure("agq", wbits=3, device="cpu", batch_size=2)
+    fast = stream_quantize(make_tiny(layout, seed=6), ids, config, GPTQLayer(agq=True))
+    monkeypatch.setattr(LayerContext, "settle", lambda self, module: None)
+    model = make_tiny(layout, seed=6)
+    for layer in adapt(model).moe_layers:
+        assert layer.mlp.router.bypass or layout != "qwen2_moe"
+        layer.mlp.router.bypass = ()
+    plain = stream_quantize(model, ids, config, GPTQLayer(agq=True))
+    assert fast.weights.keys() == plain.weights.keys()
+    for address, weight in fast.weights.items():
+        a, b = weight.unpacked(), plain.weights[address].unpacked()
+        assert torch.equal(a.codes, b.codes) and torch.equal(a.scale, b.scale) and torch.equal(a.zero, b.zero), address

@@ -193,3 +193,12 @@ def test_error_bound_never_exceeds_the_error(norm, tightness):
     assert bool((bound.double() <= exact * (1 + 1e-5)).all())
     assert bound[-2] == 0 and abs(float(bound[-1]) / float(exact[-1]) - 1) < 1e-5
     assert float((bound.double()[:200] / exact[:200]).min()) > tightness, "on rounding errors the bound is close"
+
+
+def test_an_overflowing_bound_never_rules_a_factor_out():
+    from moequant.quant import grid
+
+    d = torch.full((2, 1, 64), 1e13)
+    d[0] = 1e12  # the leader; the other factor's bound overflows float32 while its error does not
+    errors = grid._screened_errors(d.clone(), 2.4)
+    assert bool(torch.isfinite(errors).all())
