@@ -28,7 +28,7 @@ from moequant.calib.vocab import allowed_token_mask
 from moequant.eval.perplexity import evaluate_windows
 from moequant.models import ModelAdapter
 from moequant.quant.config import QuantConfig
-from moequant.quant.driver import LayerContext, capture_layer_inputs, stream_quantize
+from moequant.quant.driver import LayerContext, activation_width, capture_layer_inputs, stream_quantize
 from moequant.quant.gptq import auto_chunk, gptq_solve
 from moequant.quant.grid import clip_shrinks, fit_grid
 from moequant.quant.hessian import HessianStack, MemberGroups
@@ -185,8 +185,7 @@ def quantize_phase(model: nn.Module, adapter: ModelAdapter, calib: torch.Tensor,
 def activation_bytes(adapter: ModelAdapter, tokens: int, itemsize: int) -> int:
     """The layer's calibration activations at their peak, as `moequant quantize` plans them: inputs,
     outputs, the MoE-block input, the replayed token-mixer output and the replayed readers' outputs."""
-    readers = max(sum(m.out_features for m in layer.attention.readers.values()) for layer in adapter.layers)
-    return (4 * adapter.embed_tokens.weight.shape[1] + readers) * tokens * itemsize
+    return activation_width(adapter) * tokens * itemsize
 
 
 def synthetic_allowed(model: nn.Module) -> torch.Tensor:

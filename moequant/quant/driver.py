@@ -56,6 +56,10 @@ class _Settled:
     replayable: bool = True
     """False once a forward called it twice: then which call an output belongs to is unknown."""
 
+    def abandon(self) -> None:
+        self.replayable = False
+        self.outputs.clear()
+
 
 def _cloned(output: Any) -> Any:
     """A copy of a module's output (a tensor or a tuple holding some), so a layer that edits what
@@ -113,8 +117,7 @@ class LayerContext:
 
             def record(module, _args, output, settled=settled):
                 if batch in settled.outputs:
-                    settled.replayable = False
-                    settled.outputs.clear()
+                    settled.abandon()
                 elif settled.replayable:
                     settled.outputs[batch] = _cloned(output)
                     for inner in module.modules():  # replaying `module` never calls them again
@@ -176,9 +179,7 @@ class LayerContext:
                     with self._replaying(batch):
                         return self.layer.module(hidden, **kwargs)
                 except _CalledTwice as twice:
-                    settled = self.settled[twice.module]
-                    settled.replayable = False
-                    settled.outputs.clear()
+                    self.settled[twice.module].abandon()
         except UsageError:
             raise
         except ValueError as err:
@@ -287,6 +288,15 @@ def _device_of(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def activation_width(adapter: ModelAdapter) -> int:
+    """Calibration activations held per token while a layer is quantized, in elements: its inputs,
+    outputs, the cached MoE-block input and the replayed token-mixer output (hidden each), and
+    the replayed attention readers' outputs (counted for every reader, settled or not)."""
+    hidden = adapter.embed_tokens.weight.shape[1]
+    readers = max((sum(m.out_features for m in layer.attention.readers.values()) for layer in adapter.layers), default=0)
+    return 4 * hidden + readers
+
+
 def memory_plan(
     adapter: ModelAdapter, tokens: int, dtype: torch.dtype, config: QuantConfig, streaming: bool = False
 ) -> MemoryPlan:
@@ -301,7 +311,6 @@ def memory_plan(
     Hessian stack (all experts of a projection).
     """
     device = resolve_device(config.run.device)
-    hidden = adapter.embed_tokens.weight.shape[1]
     element = torch.empty((), dtype=dtype).element_size()
     hessian_element = 8 if config.run.hessian_dtype == "float64" else 4
     stacks = []
@@ -321,8 +330,7 @@ def memory_plan(
         plan.host = {"model": module_bytes(adapter.model, dtype), "codes": weights * config.grid.wbits // 8}
     if device.type != "cpu":
         plan.on_device["layer"] = largest
-    readers = max((sum(m.out_features for m in layer.attention.readers.values()) for layer in adapter.layers), default=0)
-    plan.on_device["activations"] = (4 * hidden + readers) * tokens * element
+    plan.on_device["activations"] = activation_width(adapter) * tokens * element
     plan.on_device["Hessians"] = max(stacks, default=0) * hessian_element
     return plan
 

@@ -125,10 +125,12 @@ def _column_loop(
     are the same as a row-major loop's); the column-major layout makes every per-column read,
     write and rank-1 update a contiguous pass, and each column's scale and zero point are
     precomputed slabs instead of a gather per column. Python issues eight kernels per column
-    on the symmetric grid (ten on the asymmetric one): the symmetric grid's signed level is written straight into the code slab (its zero point
-    added once at the end), and the reported loss, Σ err²/2, is summed once per block from
-    the block's errors instead of column by column (the same value to float rounding). Dynamic groups (`groupsize` without act-order) refit `scale`/`zero`
-    in place as each group starts, from the already-updated weights.
+    on the symmetric grid (ten on the asymmetric one): the symmetric grid's signed level is
+    written straight into the code slab (its zero point added once at the end), and the
+    reported loss, Σ err²/2, is summed once per block from the block's errors instead of
+    column by column (the same value to float rounding). Dynamic groups (`groupsize` without
+    act-order) refit `scale`/`zero` in place as each group starts, from the already-updated
+    weights.
     """
     members, cols, rows = Wt.shape
     group = spec.group_of(cols)

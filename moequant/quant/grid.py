@@ -247,8 +247,8 @@ def _screened_errors(d: torch.Tensor, norm: float) -> torch.Tensor:
     left are scored exactly, on their own rows of `d`, with the very arithmetic of the
     unscreened search (the row sum of a contiguous row is the same in any layout, `abs` is
     idempotent, and `_exact_rows` keeps every `pow` in vector runs), so the minimum and its
-    position are the same. A bound that is not a
-    finite number (an overflow) never rules a factor out.
+    position are the same. A bound that is not a finite number (an overflow) never rules a
+    factor out.
     """
     factors, groups, width = d.shape
     squares, bound = error_bound(d.abs_(), norm)
